@@ -1,0 +1,83 @@
+"""Configuration of self-pruning with the learnable analytic threshold h(w) = sigmoid((w² − β²)/α²)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ...errors import ConfigError
+from .functions import THRESHOLD_FUNCTIONS
+
+PENALTIES = ("soft_l0", "beta")
+GRANULARITIES = ("layer", "channel")
+
+
+@dataclass
+class AnalyticThresholdConfig:
+    """Self-pruning with a learnable analytic threshold (US 2019/0180184 A1 family; see docs/analytic_pruning.md).
+
+    Target mode (``target_sparsity`` set): the penalty weight λ is a dual variable driven by the controller so the
+    global hard-mask sparsity tracks a setpoint ramped to ``target_sparsity``; ``penalty_weight`` is λ's start.
+    Fixed mode (``target_sparsity=None``): λ = ``penalty_weight`` throughout.
+
+    * ``penalty``: "soft_l0" (λ · mean of h over all prunable weights, a differentiable kept-weight count) or
+      "beta" (−λ · mean_l (β_l/σ_l)², a direct reward on the threshold).
+    * ``function``: the threshold function h ("sigmoid_sq" = sigmoid((w²−β²)/α²), "sigmoid_abs" =
+      sigmoid((|w|−β)/α)); both have their edges at |w| = β, so the hard mask is |w| > β for either.
+    * ``alpha_init`` / ``beta_init``: α₀, β₀ as multiples of each layer's weight standard deviation σ_l.
+    * ``alpha_anneal``: final multiplier on α (cosine from 1); 1.0 = no annealing. α stays learnable.
+    * ``min_density``: each mask group (layer, or output channel) keeps at least this fraction of weights.
+    * ``epochs`` (soft h, thresholds learned) then ``finetune_epochs`` (hard mask fixed); ``lr`` for weights,
+      ``threshold_lr`` for log α / log β.
+    * ``dual_lr``: λ ← λ + dual_lr · (setpoint − sparsity) each step; ``target_ramp``: fraction of the
+      pruning steps over which the setpoint rises (cubic) from the initial sparsity to the target.
+    * ``snap_to_target``: after the soft phase, scale all β by one common factor (bisection) so the hard
+      sparsity equals the target before the fine-tune.
+    * ``finalize``: bake the masks into the weights at the end (plain module, exact zeros).
+    """
+
+    target_sparsity: float | None = 0.9
+    penalty: str = "soft_l0"
+    penalty_weight: float = 0.0
+    function: str = "sigmoid_sq"
+    granularity: str = "layer"
+    alpha_init: float = 0.3
+    beta_init: float = 0.5
+    learn_alpha: bool = True
+    alpha_anneal: float = 1.0
+    min_density: float = 0.01
+    epochs: int = 20
+    finetune_epochs: int = 10
+    lr: float = 1e-3
+    threshold_lr: float = 0.02
+    dual_lr: float = 0.5
+    target_ramp: float = 0.6
+    snap_to_target: bool = True
+    finalize: bool = True
+    include: Sequence[str | type] | None = None
+    exclude: Sequence[str | type] | None = None
+    types: Sequence[type] | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        ts = self.target_sparsity
+        if ts is not None and not 0.0 < ts < 1.0:
+            raise ConfigError(f"target_sparsity must be in (0, 1) or None, got {ts}")
+        if self.penalty not in PENALTIES:
+            raise ConfigError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
+        if self.function not in THRESHOLD_FUNCTIONS:
+            raise ConfigError(f"function must be one of {tuple(THRESHOLD_FUNCTIONS)}, got {self.function!r}")
+        if self.granularity not in GRANULARITIES:
+            raise ConfigError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        for k in ("alpha_init", "beta_init", "lr", "threshold_lr", "alpha_anneal"):
+            if not getattr(self, k) > 0:
+                raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")
+        if self.penalty_weight < 0 or self.dual_lr < 0:
+            raise ConfigError("penalty_weight and dual_lr must be >= 0")
+        if not 0.0 <= self.min_density <= 1.0:
+            raise ConfigError(f"min_density must be in [0, 1], got {self.min_density}")
+        if ts is not None and self.min_density > 1.0 - ts:
+            raise ConfigError(f"min_density {self.min_density} makes target_sparsity {ts} unreachable")
+        if not 0.0 <= self.target_ramp <= 1.0:
+            raise ConfigError(f"target_ramp must be in [0, 1], got {self.target_ramp}")
+        if self.epochs < 0 or self.finetune_epochs < 0:
+            raise ConfigError("epochs and finetune_epochs must be >= 0")
