@@ -116,11 +116,27 @@ def test_allowance_factors_rules():
 def _planner(ws, max_frac=1.0):
     mags = SortedMagnitudes.build(ws)
     counts = mags.count
-    mpw = torch.tensor([64.0, 16.0, 4.0, 1.0], dtype=torch.float64)
-    factors = allowance_factors(mpw * counts, counts)
-    dense = float((mpw * counts).sum()) + 1000.0
+    mpw = [64.0, 16.0, 4.0, 1.0]
+    uses = [torch.full(w.shape, u, dtype=torch.float64) for w, u in zip(ws, mpw)]
+    factors = allowance_factors([float(u.sum()) for u in uses], counts)
+    dense = sum(float(u.sum()) for u in uses) + 1000.0
     kmax = (counts.double() * max_frac).floor().long()
-    return RoundPlanner(mags, factors, torch.zeros(4, dtype=torch.long), kmax, mpw, 1000.0, dense)
+    return RoundPlanner(mags, factors, torch.zeros(4, dtype=torch.long), kmax, mags.sorted_prefix(uses),
+                        dense, dense)
+
+
+def test_mac_model_prefix_counts_uses_of_pruned_weights():
+    ws = _layers()
+    g = torch.Generator().manual_seed(2)
+    alive = [torch.rand(w.shape, generator=g) > 0.2 for w in ws]
+    uses = [torch.randint(1, 9, w.shape, generator=g).double() for w in ws]
+    mags = SortedMagnitudes.build(ws, alive)
+    prefix = mags.sorted_prefix(uses, alive)
+    k = torch.tensor([10, 0, 57, 33])
+    keeps = mags.keep_masks(k, ws, alive)
+    for l in range(4):
+        removed = prefix[mags.start[l] + k[l]] - prefix[mags.start[l]]
+        assert removed.item() == pytest.approx(float(uses[l][alive[l] & ~keeps[l]].sum()))
 
 
 def test_eps0_search_meets_mac_target_and_is_monotone():

@@ -43,8 +43,16 @@ def step_baseline(ctx: DemoContext) -> None:
     ctx.results["baseline"] = {"accuracy": ctx.accuracy, "params": rep.total.params, "macs": rep.total.macs}
 
 
+def step_mac_budget(ctx: DemoContext) -> None:
+    """MAC-budget pruning to 50% fewer effective MACs vs uniform-rate magnitude (docs/mac_budget_pruning.md)."""
+    from .pruning.mac_budget.demo_step import run_demo_step
+
+    run_demo_step(ctx)
+
+
 DEMO_STEPS: dict[str, Callable[[DemoContext], None]] = {
     "baseline": step_baseline,
+    "mac-budget": step_mac_budget,
 }
 
 

@@ -37,14 +37,14 @@ from .errors import StorageError
 
 __all__ = [
     "FORMAT_VERSION",
-    "atomic_write_bytes",
     "atomic_save_safetensors",
-    "save_state",
+    "atomic_write_bytes",
+    "load",
     "load_state",
     "read_metadata",
-    "tensor_digest",
     "save",
-    "load",
+    "save_state",
+    "tensor_digest",
 ]
 
 FORMAT_VERSION = 1
@@ -267,8 +267,7 @@ def save(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = N
     return save_state(tensors, meta, path, kind="model")
 
 
-def _restore_masks(model: nn.Module, plain_state: dict[str, Tensor], raw: dict[str, Tensor],
-                   params: dict[str, list[str]]) -> None:
+def _restore_masks(model: nn.Module, raw: dict[str, Tensor], params: dict[str, list[str]]) -> None:
     """Re-attach :class:`~prunequant.pruning.base.FixedMask` where it was the only parametrization of a tensor."""
     from .pruning.base import FixedMask
 
@@ -277,11 +276,14 @@ def _restore_masks(model: nn.Module, plain_state: dict[str, Tensor], raw: dict[s
         if classes != [fixed]:
             continue
         mname, _, tname = key.rpartition(".")
-        mask = raw.get(f"{mname}.parametrizations.{tname}.0.mask" if mname else f"parametrizations.{tname}.0.mask")
-        if mask is None:
+        prefix = f"{mname}.parametrizations.{tname}" if mname else f"parametrizations.{tname}"
+        mask, original = raw.get(f"{prefix}.0.mask"), raw.get(f"{prefix}.original")
+        if mask is None or original is None:
             continue
         module, _ = _get(model, key)
         parametrize.register_parametrization(module, tname, FixedMask(mask))
+        with torch.no_grad():  # keep the pruned values too, so a mask can be revised later
+            module.parametrizations[tname].original.copy_(original)
 
 
 def load(path: str | Path, model: nn.Module | None = None, *, restore_masks: bool = True) -> nn.Module:
@@ -326,7 +328,7 @@ def load(path: str | Path, model: nn.Module | None = None, *, restore_masks: boo
             plain.update(effective)
             model.load_state_dict(plain, strict=True)
             if restore_masks:
-                _restore_masks(model, plain, raw, params)
+                _restore_masks(model, raw, params)
     except RuntimeError as e:
         raise StorageError(f"{path}: stored tensors do not fit {type(model).__name__}: {e}") from e
     for mname, bits in meta.get("layer_bits", {}).items():

@@ -12,6 +12,7 @@ app = typer.Typer(help="prunequant: prune and quantize PyTorch models (learned p
 # (module, attribute, kind): kind "command" registers a function, "group" a typer sub-app.
 SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("prunequant.cli.demo", "demo", "command"),
+    ("prunequant.cli.report", "report", "command"),
 ]
 
 

@@ -26,3 +26,6 @@ from .analytic import (AnalyticPruningResult, AnalyticThreshold, AnalyticThresho
 
 __all__ += ["AnalyticThresholdConfig", "AnalyticThreshold", "AnalyticThresholdPlugin", "AnalyticPruningResult",
             "prune_analytic_"]
+from .mac_budget import MacBudgetConfig, MacBudgetResult, prune_mac_budget_  # noqa: E402
+from .magnitude import AGPPlugin, MagnitudeConfig, apply_magnitude_masks_, magnitude_masks, prune_magnitude_, sparsity_for_mac_reduction  # noqa: E402,E501
+__all__ += ["MacBudgetConfig", "MacBudgetResult", "prune_mac_budget_", "MagnitudeConfig", "prune_magnitude_", "AGPPlugin", "magnitude_masks", "apply_magnitude_masks_", "sparsity_for_mac_reduction"]  # noqa: E501

@@ -1,0 +1,45 @@
+"""Post-training quantization: uniform and piecewise linear (PWLQ) quantizers, breakpoint search, Lloyd-Max
+reference, BN folding, activation calibration, bias correction, and ``PWLQConfig`` for ``quantize_``.
+
+Functional core (vectorized over channels, CPU or CUDA)::
+
+    uniform_quantize(w, bits, scale, zero_point, signed=True, dim=0)
+    pwlq_quantize(w, bits, breakpoints, max_abs, variant="b_center", dim=0)
+    find_breakpoints(w, bits, method="empirical", n_breakpoints=1, dim=0)
+
+Model level::
+
+    quantize_(model, PWLQConfig(wbits=4, abits=8), calibration_data=loader)
+
+Importing this package registers :class:`PWLQConfig` with :func:`prunequant.api.register_handler`.
+"""
+from .base import (ActFakeQuant, WeightFakeQuant, attach_input_quant, check_bits, check_weight, detach_input_quant,
+                   from_channels, to_channels)
+from .bias_correction import apply_bias_correction, bias_correction_terms
+from .bn_fold import fold_batchnorm
+from .breakpoints import (METHODS, ChannelErrors, bisect_breakpoints, c_bits, closed_form_breakpoint,
+                          expected_error, find_breakpoints)
+from .calibration import CALIBRATION_METHODS, RangeObserver, calibrate_ranges
+from .config import PWLQConfig
+from .handler import LayerQuantStats, QuantizationResult, finalize_quantization_, make_weight_quantizer, quantize_model
+from .lloyd_max import lloyd_max, lloyd_max_mse, nearest_level_sse
+from .pwlq import (VARIANTS, PWLQWeightQuant, pwlq_codes, pwlq_dequantize, pwlq_level_count, pwlq_levels,
+                   pwlq_quantize)
+from .uniform import (UniformWeightQuant, affine_qparams, quantize_affine, quantize_symmetric, symmetric_scale,
+                      uniform_codes, uniform_dequantize, uniform_levels, uniform_quantize)
+
+__all__ = [
+    "ActFakeQuant", "WeightFakeQuant", "attach_input_quant", "detach_input_quant", "check_bits", "check_weight",
+    "to_channels", "from_channels",
+    "uniform_quantize", "uniform_codes", "uniform_dequantize", "symmetric_scale", "affine_qparams",
+    "quantize_symmetric", "quantize_affine", "uniform_levels", "UniformWeightQuant",
+    "pwlq_quantize", "pwlq_codes", "pwlq_dequantize", "pwlq_levels", "pwlq_level_count", "PWLQWeightQuant",
+    "VARIANTS",
+    "find_breakpoints", "bisect_breakpoints", "closed_form_breakpoint", "expected_error", "c_bits", "METHODS",
+    "ChannelErrors",
+    "lloyd_max", "lloyd_max_mse", "nearest_level_sse",
+    "bias_correction_terms", "apply_bias_correction", "fold_batchnorm",
+    "RangeObserver", "calibrate_ranges", "CALIBRATION_METHODS",
+    "PWLQConfig", "quantize_model", "finalize_quantization_", "make_weight_quantizer", "LayerQuantStats",
+    "QuantizationResult",
+]

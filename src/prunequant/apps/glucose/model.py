@@ -12,6 +12,10 @@ Two input modes (the patent leaves the recurrent axis open, so both are supporte
   wavelength; ``pool`` averages blocks of points and ``chunk`` feeds ``chunk`` adjacent points per LSTM step, so a
   1,000-point spectrum becomes a short sequence (e.g. pool 4, chunk 8 → 31 steps of 8 features).
 
+Optional (timeseries mode, ``project=k``): a linear input layer initialised to PCA whitening of the training
+readings (trainable, so it is pruned and quantized with the rest); it conditions the problem when C is a whole
+spectrum (see :meth:`GlucoseLSTM._init_projection`). It is our addition, not part of the patent's structure.
+
 Our choices (the patent does not state them): hidden sizes (default 32/16, ~7k weights: wearable-sized), a linear
 readout on the last step, input standardisation and output de-standardisation stored as buffers
 (:meth:`GlucoseLSTM.fit_normalization`), so the saved model maps raw readings to glucose units on its own. The
@@ -86,7 +90,7 @@ class GlucoseLSTM(nn.Module):
     def __init__(self, mode: str = "timeseries", in_channels: int = 8, length: int | None = None,
                  hidden1: int = 32, hidden2: int = 16, linear_correction: bool = False, snv: bool = False,
                  sg_window: int = 0, sg_polyorder: int = 2, sg_deriv: int = 0, pool: int = 1, chunk: int = 1,
-                 dropout: float = 0.0):
+                 project: int = 0, dropout: float = 0.0):
         super().__init__()
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
@@ -101,6 +105,8 @@ class GlucoseLSTM(nn.Module):
                 raise ConfigError("linear_correction, pool and chunk apply to mode='spectrum' only")
             if snv and in_channels < 2:
                 raise ConfigError("SNV across channels needs in_channels >= 2")
+            if not 0 <= project <= in_channels:
+                raise ConfigError(f"project must be in [0, in_channels={in_channels}], got {project}")
             feat, steps = in_channels, None
         else:
             if length is None or length < 1:
@@ -110,17 +116,20 @@ class GlucoseLSTM(nn.Module):
             steps = pooled // chunk
             if steps < 1:
                 raise ConfigError(f"length {length} with pool {pool} and chunk {chunk} leaves no LSTM step")
+            if project:
+                raise ConfigError("project (a PCA-initialised input layer) applies to mode='timeseries' only")
             feat, in_channels = chunk, 1
         self.config = {"name": "glucose_lstm", "mode": mode, "in_channels": in_channels, "length": length,
                        "hidden1": hidden1, "hidden2": hidden2, "linear_correction": linear_correction,
                        "snv": snv, "sg_window": sg_window, "sg_polyorder": sg_polyorder, "sg_deriv": sg_deriv,
-                       "pool": pool, "chunk": chunk, "dropout": dropout}
+                       "pool": pool, "chunk": chunk, "project": project, "dropout": dropout}
         self.mode, self.length, self.pool, self.chunk, self.steps = mode, length, pool, chunk, steps
         self.in_channels, self.features = in_channels, feat
         self.linear_correction = LinearCorrection() if linear_correction else None
         self.snv = SNV() if snv else None
         self.savgol = SavitzkyGolayConv1d(sg_window, sg_polyorder, sg_deriv) if sg_window else None
-        self.lstm1 = nn.LSTM(feat, hidden1, batch_first=True)
+        self.proj = nn.Linear(feat, project) if project else None
+        self.lstm1 = nn.LSTM(project or feat, hidden1, batch_first=True)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.lstm2 = nn.LSTM(hidden1, hidden2, batch_first=True)
         self.head = nn.Linear(hidden2, 1)
@@ -183,10 +192,30 @@ class GlucoseLSTM(nn.Module):
         y = torch.as_tensor(y, dtype=torch.float32)
         self.y_mean.copy_(y.mean())
         self.y_std.copy_(y.std(unbiased=False).clamp_min(1e-6))
+        if self.proj is not None:
+            self._init_projection(((z - mu) / sd).reshape(-1, self.features))
         return self
+
+    @torch.no_grad()
+    def _init_projection(self, z: torch.Tensor, max_rows: int = 20000) -> None:
+        """PCA whitening of the standardised readings: proj(z) = the top-k principal scores, each scaled to unit
+        variance. The tiny glucose directions of a spectrum otherwise sit under nuisance directions ~10^3 times
+        larger, which gradient descent on the raw LSTM input cannot resolve in a short training run."""
+        if len(z) > max_rows:
+            z = z[torch.linspace(0, len(z) - 1, max_rows).long()]
+        k = self.proj.out_features
+        if len(z) <= k:
+            raise ShapeError(f"PCA projection to {k} components needs more than {k} training readings, got {len(z)}")
+        z = z.double() - z.double().mean(0)
+        _, s, vt = torch.linalg.svd(z, full_matrices=False)
+        scale = (s[:k] / (len(z) ** 0.5)).clamp_min(1e-12)
+        self.proj.weight.copy_((vt[:k] / scale[:, None]).float())
+        self.proj.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = (self.front_end(x) - self.x_mean) / self.x_std
+        if self.proj is not None:
+            z = self.proj(z)
         seq, _ = self.lstm1(z)
         out, _ = self.lstm2(self.drop(seq))
         return self.head(out[:, -1]).squeeze(-1) * self.y_std + self.y_mean

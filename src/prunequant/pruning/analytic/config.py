@@ -21,14 +21,18 @@ class AnalyticThresholdConfig:
 
     * ``penalty``: "soft_l0" (λ · mean of h over all prunable weights, a differentiable kept-weight count) or
       "beta" (−λ · mean_l (β_l/σ_l)², a direct reward on the threshold).
+    * ``penalty_on_weights``: let the penalty's gradient reach the weights (pushing weights in the band toward
+      zero) as well as α, β.
     * ``function``: the threshold function h ("sigmoid_sq" = sigmoid((w²−β²)/α²), "sigmoid_abs" =
       sigmoid((|w|−β)/α)); both have their edges at |w| = β, so the hard mask is |w| > β for either.
     * ``alpha_init`` / ``beta_init``: α₀, β₀ as multiples of each layer's weight standard deviation σ_l.
+    * ``alpha_max_ratio``: projection α ≤ ratio · β after each step (None = free), so the band stays a band:
+      h(0) ≤ sigmoid(−1/ratio²). Without it the task loss inflates α and the soft model drifts from the hard one.
     * ``alpha_anneal``: final multiplier on α (cosine from 1); 1.0 = no annealing. α stays learnable.
     * ``min_density``: each mask group (layer, or output channel) keeps at least this fraction of weights.
     * ``epochs`` (soft h, thresholds learned) then ``finetune_epochs`` (hard mask fixed); ``lr`` for weights,
       ``threshold_lr`` for log α / log β.
-    * ``dual_lr``: λ ← λ + dual_lr · (setpoint − sparsity) each step; ``target_ramp``: fraction of the
+    * ``dual_lr``: λ ← max(0, λ + dual_lr · log(density / setpoint density)) each step; ``target_ramp``: fraction of the
       pruning steps over which the setpoint rises (cubic) from the initial sparsity to the target.
     * ``snap_to_target``: after the soft phase, scale all β by one common factor (bisection) so the hard
       sparsity equals the target before the fine-tune.
@@ -38,11 +42,13 @@ class AnalyticThresholdConfig:
     target_sparsity: float | None = 0.9
     penalty: str = "soft_l0"
     penalty_weight: float = 0.0
+    penalty_on_weights: bool = True
     function: str = "sigmoid_sq"
     granularity: str = "layer"
-    alpha_init: float = 0.3
+    alpha_init: float = 0.2
     beta_init: float = 0.5
     learn_alpha: bool = True
+    alpha_max_ratio: float | None = 0.5
     alpha_anneal: float = 1.0
     min_density: float = 0.01
     epochs: int = 20
@@ -71,8 +77,12 @@ class AnalyticThresholdConfig:
         for k in ("alpha_init", "beta_init", "lr", "threshold_lr", "alpha_anneal"):
             if not getattr(self, k) > 0:
                 raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")
-        if self.penalty_weight < 0 or self.dual_lr < 0:
-            raise ConfigError("penalty_weight and dual_lr must be >= 0")
+        if self.dual_lr < 0:
+            raise ConfigError(f"dual_lr must be >= 0, got {self.dual_lr}")
+        if self.target_sparsity is None and self.penalty_weight < 0:
+            raise ConfigError(f"penalty_weight must be >= 0 in fixed mode, got {self.penalty_weight}")
+        if self.alpha_max_ratio is not None and not self.alpha_max_ratio > 0:
+            raise ConfigError(f"alpha_max_ratio must be > 0 or None, got {self.alpha_max_ratio}")
         if not 0.0 <= self.min_density <= 1.0:
             raise ConfigError(f"min_density must be in [0, 1], got {self.min_density}")
         if ts is not None and self.min_density > 1.0 - ts:

@@ -15,9 +15,12 @@ MaskedWeight = tuple[AnalyticThreshold, Tensor]
 
 
 class SparsityController:
-    """Dual ascent for the equality constraint ``sparsity = setpoint(step)``: λ ← λ + lr · (setpoint − sparsity).
+    """Dual ascent for the constraint ``sparsity ≥ setpoint(step)`` with a scale-free error:
+    λ ← max(0, λ + lr · log(density / setpoint density)), density = 1 − sparsity.
 
-    λ may turn negative (the penalty then rewards density and the thresholds shrink), so an overshoot is undone.
+    The log-density error weighs 97 % vs 98 % like 70 % vs 80 % (both ≈ 0.4), so one ``lr`` serves every target.
+    λ stays ≥ 0: a negative λ would reward density, and once the band |w| < β empties, ∂h/∂β vanishes and β
+    cannot come back; an overshoot is undone by the task loss and the final snap instead.
 
     The setpoint rises from ``initial`` to ``target`` along a cubic over ``ramp_steps`` steps (0 = at once), so
     the thresholds grow gradually while the weights adapt. λ is the only state; it is saved for exact resume.
@@ -35,7 +38,8 @@ class SparsityController:
         return self.target + (self.initial - self.target) * (1.0 - t) ** 3
 
     def update(self, step: int, sparsity: float) -> float:
-        self.lam = self.lam + self.lr * (self.setpoint(step) - sparsity)
+        density, wanted = max(1.0 - sparsity, 1e-12), max(1.0 - self.setpoint(step), 1e-12)
+        self.lam = max(0.0, self.lam + self.lr * math.log(density / wanted))
         return self.lam
 
     def state_dict(self) -> dict:
@@ -71,6 +75,15 @@ def project_min_density_(items: Sequence[MaskedWeight], min_density: float) -> N
     for par, w in items:
         cap = beta_caps(par, w, min_density).to(par.log_beta.dtype)
         par.log_beta.copy_(torch.minimum(par.log_beta, cap.log()))
+
+
+@torch.no_grad()
+def clamp_alpha_(items: Sequence[MaskedWeight], max_ratio: float) -> None:
+    """Keep the learned α ≤ max_ratio · β so that h(0) = sigmoid(−(β/α)²) ≤ sigmoid(−1/max_ratio²) stays ≈ 0
+    (the annealing factor ``alpha_scale`` ≤ 1 multiplies on top, tightening the band further)."""
+    for par, _ in items:
+        cap = par.log_beta + math.log(max_ratio)
+        par.log_alpha.copy_(torch.minimum(par.log_alpha, cap))
 
 
 @torch.no_grad()

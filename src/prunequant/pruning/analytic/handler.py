@@ -18,7 +18,7 @@ from ...training import TrainConfig, Trainer, accuracy, evaluate
 from ..base import (apply_mask_, check_weight, finalize_masks_, get_mask, global_sparsity,
                     mask_parametrizations, prunable_modules)
 from .config import AnalyticThresholdConfig
-from .controller import hard_sparsity, project_min_density_, snap_to_target_
+from .controller import clamp_alpha_, hard_sparsity, project_min_density_, snap_to_target_
 from .parametrization import AnalyticThreshold
 from .plugin import AnalyticThresholdPlugin
 
@@ -58,7 +58,10 @@ def attach_analytic_thresholds_(model: nn.Module, config: AnalyticThresholdConfi
     if not items:
         raise LayerError(f"{type(model).__name__}: no prunable layers selected (include={config.include}, "
                          f"exclude={config.exclude})")
-    project_min_density_([(p, w) for _, p, w in items], config.min_density)
+    pairs = [(p, w) for _, p, w in items]
+    project_min_density_(pairs, config.min_density)
+    if config.alpha_max_ratio is not None:
+        clamp_alpha_(pairs, config.alpha_max_ratio)
     return items
 
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ...training import TrainPlugin
 from .config import AnalyticThresholdConfig
-from .controller import SparsityController, hard_sparsity, project_min_density_
+from .controller import SparsityController, clamp_alpha_, hard_sparsity, project_min_density_
 from .parametrization import AnalyticThreshold
 
 
@@ -51,8 +51,10 @@ class AnalyticThresholdPlugin(TrainPlugin):
         return [{"params": params, "lr": self.config.threshold_lr, "weight_decay": 0.0}]
 
     def soft_density(self) -> Tensor:
-        """Differentiable global density: mean of h over all prunable weights."""
-        return sum(p.h(w).sum() for p, w in self.items) / self.n_total
+        """Differentiable global density: mean of h over all prunable weights (gradient reaches the weights
+        only with ``config.penalty_on_weights``)."""
+        detach = not self.config.penalty_on_weights
+        return sum(p.h(w.detach() if detach else w).sum() for p, w in self.items) / self.n_total
 
     def penalty(self) -> Tensor:
         if self.config.penalty == "soft_l0":
@@ -65,6 +67,8 @@ class AnalyticThresholdPlugin(TrainPlugin):
 
     def on_step_end(self, trainer, step: int) -> None:
         project_min_density_(self.items, self.config.min_density)
+        if self.config.alpha_max_ratio is not None:
+            clamp_alpha_(self.items, self.config.alpha_max_ratio)
         self.sparsity = hard_sparsity(self.items)
         if self.controller is not None:
             self.controller.update(step, self.sparsity)

@@ -1,0 +1,14 @@
+"""MAC-budget pruning (US 2019/0050735 A1, reconstructed): per-layer error allowance from MAC load, q-bisection
+of the threshold q * std, prune -> retrain rounds to an effective-MAC target (docs/mac_budget_pruning.md)."""
+from .allowance import ALLOWANCE_RULES, LAYER_KINDS, allowance_factors, layer_kind
+from .config import MacBudgetConfig
+from .handler import prune_mac_budget_, round_targets
+from .history import LayerRound, MacBudgetResult, RoundRecord, print_round, round_table
+from .mac_model import weight_uses
+from .planner import RoundPlan, RoundPlanner
+from .threshold import BisectionResult, SortedMagnitudes, bisect_q, pruning_error
+
+__all__ = ["MacBudgetConfig", "prune_mac_budget_", "MacBudgetResult", "RoundRecord", "LayerRound", "round_table",
+           "print_round", "allowance_factors", "layer_kind", "ALLOWANCE_RULES", "LAYER_KINDS", "SortedMagnitudes",
+           "bisect_q", "pruning_error", "BisectionResult", "RoundPlanner", "RoundPlan", "weight_uses",
+           "round_targets"]

@@ -1,8 +1,8 @@
 """One pruning round's plan: q-bisection per layer for a base allowance eps0, and the eps0 that meets a MAC target.
 
-Effective MACs are modelled per prunable tensor as ``macs_per_weight[l] * kept[l]`` plus a constant for
-everything not attributable to a prunable weight; the handler calibrates both from
-``prunequant.analysis.report`` and checks the report after applying the plan. The achieved reduction is
+Pruning a weight removes its MAC uses from the report's effective MACs (see ``mac_model``), so the planner
+predicts the reduction from the current effective MACs minus the uses of the weights it prunes (prefix sums in
+sorted-magnitude order); the handler checks the report after applying the plan. The achieved reduction is
 monotone non-decreasing in eps0 (larger allowance -> larger q -> more pruned), so eps0 is found by bisection.
 """
 from __future__ import annotations
@@ -35,26 +35,31 @@ class RoundPlanner:
     """Plans a round for the surviving weights in ``mags``.
 
     ``factors``: allowance factor per layer (eps_l = eps0 * factor_l); ``k_min`` / ``k_max``: bounds on the number
-    newly pruned (from the per-kind pruned-fraction bounds; ``k_max = 0`` for skipped layers);
-    ``macs_per_weight``, ``mac_const``, ``mac_dense``: the effective-MAC model; ``kept`` the surviving counts.
+    newly pruned (from the per-kind pruned-fraction bounds); ``skipped`` layers prune nothing. MAC model:
+    ``uses_prefix`` (``mags.sorted_prefix`` of the MACs per weight), ``mac_current`` (effective MACs now) and
+    ``mac_dense`` (dense MACs), all as the report counts them.
     """
 
     def __init__(self, mags: SortedMagnitudes, factors: Tensor, k_min: Tensor, k_max: Tensor,
-                 macs_per_weight: Tensor, mac_const: float, mac_dense: float, q_min: float = 0.0,
+                 uses_prefix: Tensor, mac_current: float, mac_dense: float, q_min: float = 0.0,
                  q_max: float = 4.0, q_tol: float = 1e-4, max_iter: int = 60, skipped: Tensor | None = None):
         self.mags = mags
         self.factors = factors.to(torch.float64)
         self.k_min, self.k_max = k_min.to(torch.int64), k_max.to(torch.int64)
-        self.mpw = macs_per_weight.to(torch.float64)
-        self.mac_const, self.mac_dense = float(mac_const), float(mac_dense)
+        self.uses_prefix = uses_prefix.to(torch.float64)
+        self.mac_current, self.mac_dense = float(mac_current), float(mac_dense)
         self.q_min, self.q_max, self.q_tol, self.max_iter = q_min, q_max, q_tol, max_iter
         self.skipped = skipped if skipped is not None else torch.zeros_like(self.k_min, dtype=torch.bool)
         if self.mac_dense <= 0:
             raise ConfigError("the model has no MACs to reduce (dense effective MACs = 0)")
 
+    def removed_macs(self, k: Tensor) -> Tensor:
+        """MACs removed in each layer by pruning its ``k`` smallest surviving weights."""
+        s = self.mags.start
+        return self.uses_prefix[s + k] - self.uses_prefix[s]
+
     def reduction_for(self, k: Tensor) -> float:
-        eff = self.mac_const + float((self.mpw * (self.mags.count - k).to(torch.float64)).sum())
-        return 1.0 - eff / self.mac_dense
+        return 1.0 - (self.mac_current - float(self.removed_macs(k).sum())) / self.mac_dense
 
     @torch.no_grad()
     def at(self, eps0: float) -> RoundPlan:

@@ -148,6 +148,17 @@ class SortedMagnitudes:
         m = self.mags[idx] if self.mags.numel() else torch.zeros_like(k, dtype=torch.float64)
         return torch.where(k < self.count, m, torch.full_like(m, float("inf")))
 
+    def sorted_prefix(self, values: list[Tensor], alive: list[Tensor] | None = None) -> Tensor:
+        """Prefix sums, in sorted-magnitude order, of a per-weight quantity (e.g. MACs per weight) shaped like the
+        weights: ``out[start[l] + k] - out[start[l]]`` is its total over the ``k`` smallest weights of layer l."""
+        vals = [v.detach().reshape(-1).to(torch.float64).cpu() for v in values]
+        if alive is not None:
+            vals = [v[a.reshape(-1).cpu().to(torch.bool)] for v, a in zip(vals, alive)]
+        flat = torch.cat(vals) if vals else torch.zeros(0, dtype=torch.float64)
+        if flat.numel() != self.order.numel():
+            raise ConfigError(f"per-weight values hold {flat.numel()} surviving entries, expected {self.order.numel()}")
+        return torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(flat[self.order], 0)])
+
     def keep_masks(self, k: Tensor, weights: list[Tensor], alive: list[Tensor] | None = None) -> list[Tensor]:
         """Boolean keep masks shaped like ``weights``: the ``k[l]`` smallest surviving weights of layer l pruned."""
         rank = torch.arange(self.order.numel()) - torch.repeat_interleave(self.start, self.count)

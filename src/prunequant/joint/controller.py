@@ -1,0 +1,160 @@
+"""Reaching bit, size and BOP targets without hand-tuned loss weights.
+
+* :class:`TargetController` - one Lagrange multiplier per target, updated by dual ascent on the *hard* (finalized)
+  measure: λ_k ← max(0, λ_k + lr · (measure_k / setpoint_k − 1)); the loss adds λ_k · soft_k / target_k. The
+  setpoint moves (cubic) from the starting value to the target over the ramp, so compression is gradual.
+* :func:`repair_bits_` - at hardening, lower chosen bit-widths greedily (smallest drop in logit per unit of
+  violation removed) until the bit/size/BOP targets hold.
+* :func:`snap_beta_` - at hardening, scale every β by one common factor (bisection) so size or BOPs meet their
+  target with the fewest weights removed.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from ..pruning.analytic import AnalyticThreshold
+from .costs import JointLayer, hard_costs
+
+RELATIVE_TOL = 1e-6
+
+
+class TargetController:
+    """Dual ascent for inequality constraints ``measure_k <= target_k`` (k in wbits, abits, size_bytes, bops).
+
+    ``initial``: the measures at the start (setpoints ramp from there); ``lam``: starting multipliers.
+    """
+
+    def __init__(self, targets: dict[str, float], initial: dict[str, float], ramp_steps: int = 0,
+                 lr: float = 0.05, lam: dict[str, float] | None = None):
+        self.targets = dict(targets)
+        self.initial = {k: float(initial.get(k, v)) for k, v in self.targets.items()}
+        self.ramp_steps, self.lr = int(ramp_steps), float(lr)
+        self.lam = {k: float((lam or {}).get(k, 0.0)) for k in self.targets}
+
+    def setpoint(self, key: str, step: int) -> float:
+        target, start = self.targets[key], self.initial[key]
+        if self.ramp_steps <= 0 or start <= target:
+            return target
+        t = min(max(step, 0) / self.ramp_steps, 1.0)
+        return target + (start - target) * (1.0 - t) ** 3
+
+    def update(self, step: int, measures: dict[str, float]) -> None:
+        for k in self.targets:
+            v = measures[k] / self.setpoint(k, step) - 1.0
+            self.lam[k] = max(0.0, self.lam[k] + self.lr * v)
+
+    def loss(self, soft: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        terms = [self.lam[k] * soft[k] / self.targets[k] for k in self.targets if self.lam[k] > 0]
+        return sum(terms) if terms else None
+
+    def state_dict(self) -> dict:
+        return {"lam": dict(self.lam), "initial": dict(self.initial), "targets": dict(self.targets),
+                "ramp_steps": self.ramp_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lam = {k: float(v) for k, v in state["lam"].items()}
+        self.initial = {k: float(v) for k, v in state["initial"].items()}
+        self.targets = {k: float(v) for k, v in state["targets"].items()}
+        self.ramp_steps = int(state["ramp_steps"])
+
+
+def violations(measures: dict[str, float], targets: dict[str, float], tol: float = 0.0) -> dict[str, float]:
+    """Relative excess ``measure/target − 1`` of every target that is exceeded by more than ``tol``."""
+    out = {}
+    for k, t in targets.items():
+        v = measures[k] / t - 1.0
+        if v > tol + RELATIVE_TOL:
+            out[k] = v
+    return out
+
+
+def _moves(layers: list[JointLayer]):
+    """Candidate moves: (mixture, new choice, logit cost) lowering one weight or feature-map choice one step."""
+    seen = set()
+    for l in layers:
+        for mix in (l.wq.mixture, l.aq.mixture if l.aq is not None else None):
+            if mix is None or id(mix) in seen:
+                continue
+            seen.add(id(mix))
+            c = mix.chosen
+            if c.dim() == 0:
+                if int(c) == 0:
+                    continue
+                new = c - 1
+                cost = float(mix.logits[int(c)] - mix.logits[int(new)])
+            else:
+                if not bool((c > 0).any()):
+                    continue
+                new = torch.where(c == c.max(), (c - 1).clamp(min=0), c)
+                gather = lambda idx: mix.logits.gather(0, idx[None]).squeeze(0)  # noqa: E731
+                cost = float((gather(c) - gather(new)).sum())
+            yield mix, new, cost
+
+
+@torch.no_grad()
+def repair_bits_(layers: list[JointLayer], targets: dict[str, float], fixed_bits: int, tol: float = 0.0,
+                 keys: tuple[str, ...] = ("wbits", "abits", "size_bytes", "bops"),
+                 log: Callable[[str], None] | None = None) -> int:
+    """Lower hardened choices until the ``keys`` targets hold; returns the number of moves made.
+
+    Each move lowers one mixture's choice by one candidate (per-channel mixtures: their widest channels),
+    chosen to minimise (logit drop) / (sum of relative violation removed).
+    """
+    active = {k: v for k, v in targets.items() if k in keys}
+    if not active:
+        return 0
+    n_moves = 0
+    meas = hard_costs(layers, fixed_bits)
+    viol = violations(meas, active, tol)
+    while viol:
+        best = None
+        for mix, new, cost in _moves(layers):
+            old = mix.chosen.clone()
+            mix.chosen.copy_(new)
+            after = hard_costs(layers, fixed_bits)
+            mix.chosen.copy_(old)
+            gain = sum((meas[k] - after[k]) / active[k] for k in viol)
+            if gain <= 0:
+                continue
+            score = max(cost, 0.0) / gain
+            if best is None or score < best[0]:
+                best = (score, mix, new, after)
+        if best is None:
+            break
+        _, mix, new, meas = best
+        mix.chosen.copy_(new)
+        n_moves += 1
+        viol = violations(meas, active, tol)
+    if log is not None and n_moves:
+        log(f"bit repair: {n_moves} move(s); remaining violations {viol or 'none'}")
+    return n_moves
+
+
+@torch.no_grad()
+def snap_beta_(layers: list[JointLayer], targets: dict[str, float], fixed_bits: int, tol: float = 0.0,
+               keys: tuple[str, ...] = ("size_bytes", "bops"), iters: int = 50) -> float:
+    """Scale every analytic β by the smallest common factor c >= 1 that meets the ``keys`` targets; returns c
+    (1.0 if they already hold; the largest factor tried if they cannot be met)."""
+    active = {k: v for k, v in targets.items() if k in keys}
+    pars = [l.mask for l in layers if isinstance(l.mask, AnalyticThreshold)]
+    if not active or not pars:
+        return 1.0
+    if not violations(hard_costs(layers, fixed_bits), active, tol):
+        return 1.0
+    lo, hi = 0.0, 8.0  # log c
+    if violations(hard_costs(layers, fixed_bits, math.exp(hi)), active, tol):
+        c = math.exp(hi)
+    else:
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            if violations(hard_costs(layers, fixed_bits, math.exp(mid)), active, tol):
+                lo = mid
+            else:
+                hi = mid
+        c = math.exp(hi)
+    for p in pars:
+        p.log_beta.add_(math.log(c))
+    return c

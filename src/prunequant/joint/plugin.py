@@ -1,0 +1,170 @@
+"""Joint pruning + soft mixed-precision QAT as a TrainPlugin for the shared Trainer.
+
+Per step: the analytic-threshold plugin (α/β group, sparsity controller, α annealing, minimum density) runs
+inside; τ follows its geometric schedule; the hard measures (what finalization would give now) feed the
+target controller; PWLQ breakpoints are re-fitted every ``pwlq_refresh_every`` steps. Per epoch: a rich table
+of per-layer π, chosen bits and sparsity, and log columns (bits, size, BOPs, sparsity, τ, λ).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from rich.table import Table
+from torch import Tensor, nn
+
+from ..pruning.analytic import AnalyticThreshold, AnalyticThresholdPlugin
+from ..training import TrainPlugin
+from .config import JointConfig
+from .controller import TargetController
+from .costs import JointLayer, hard_costs, layer_measures, soft_costs
+
+
+def unique_mixtures(layers: list[JointLayer]) -> list:
+    out, seen = [], set()
+    for l in layers:
+        for m in (l.wq.mixture, l.aq.mixture if l.aq is not None else None):
+            if m is not None and id(m) not in seen:
+                seen.add(id(m))
+                out.append(m)
+    return out
+
+
+def tau_at(step: int, total_steps: int | None, tau_start: float, tau_end: float) -> float:
+    """Geometric annealing τ_t = τ_0 (τ_1/τ_0)^(t/T), constant τ_1 after T."""
+    if not total_steps:
+        return tau_start
+    t = min(max(step, 0) / total_steps, 1.0)
+    return tau_start * (tau_end / tau_start) ** t
+
+
+@torch.no_grad()
+def layer_table(layers: list[JointLayer]) -> list[dict[str, Any]]:
+    """Per-tensor rows: params, sparsity, β/σ, chosen weight/feature-map bits and π, MACs, BOPs, storage."""
+    rows = []
+    for l in layers:
+        m = layer_measures(l)
+        mask = l.mask
+        rows.append({
+            "layer": l.name, "params": l.numel, "sparsity": 1.0 - m["nonzeros"] / l.numel,
+            "beta_over_std": float(mask.beta.mean() / mask.ref_std) if isinstance(mask, AnalyticThreshold) else None,
+            "wbits": m["wbits"], "w_pi": l.wq.mixture.describe(),
+            "abits": m["abits"], "a_pi": l.aq.mixture.describe() if l.aq is not None else "-",
+            "macs": l.macs, "bops": m["bops"], "bytes": m["storage_bits"] / 8,
+        })
+    return rows
+
+
+def rich_table(rows: list[dict[str, Any]], title: str) -> Table:
+    t = Table(title=title)
+    for col in ("layer", "params", "sparsity", "β/σ", "w bits", "π weights", "a bits", "π feature map", "BOPs",
+                "bytes"):
+        t.add_column(col, justify="left" if col in ("layer", "π weights", "π feature map") else "right")
+    for r in rows:
+        beta = "-" if r["beta_over_std"] is None else f"{r['beta_over_std']:.2f}"
+        t.add_row(r["layer"], f"{r['params']:,}", f"{r['sparsity']:.1%}", beta, f"{r['wbits']:g}", r["w_pi"],
+                  f"{r['abits']:g}", r["a_pi"], f"{r['bops']:.3g}", f"{r['bytes']:,.0f}")
+    return t
+
+
+class JointPlugin(TrainPlugin):
+    """Drives the soft joint phase (``hard=False``) or only reports during the fixed-choice fine-tune
+    (``hard=True``). ``pruning`` is the analytic-threshold plugin of the same layers (None without pruning)."""
+
+    name = "joint"
+
+    def __init__(self, layers: list[JointLayer], config: JointConfig, fixed_bits: int,
+                 total_steps: int | None = None, pruning: AnalyticThresholdPlugin | None = None,
+                 hard: bool = False):
+        self.layers, self.config, self.fixed_bits = layers, config, int(fixed_bits)
+        self.total_steps, self.pruning, self.hard = total_steps, pruning, hard
+        self.mixtures = unique_mixtures(layers)
+        self.measures = hard_costs(layers, fixed_bits)
+        ramp = int(config.target_ramp * total_steps) if total_steps else 0
+        targets = config.targets()
+        self.controller = TargetController(targets, self.measures, ramp, config.dual_lr, config.loss_weights)
+        # hand-tuned terms (no target): λ · soft / soft-at-start, so λ = 1 weighs the term like the task loss
+        self.fixed = {k: float(v) for k, v in config.loss_weights.items()
+                      if k in ("wbits", "abits", "size_bytes", "bops") and k not in targets and v > 0}
+        with torch.no_grad():
+            soft = soft_costs(layers, fixed_bits)
+        self.refs = {k: max(float(soft[k]), 1e-12) for k in self.fixed}
+        self.tau = tau_at(0, total_steps, config.tau_start, config.tau_end)
+        if not hard:
+            self._set_tau(self.tau)
+
+    def _set_tau(self, tau: float) -> None:
+        for m in self.mixtures:
+            m.tau.fill_(tau)
+
+    # ------------------------------------------------------------------ hooks
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        if self.hard:
+            return []
+        groups = self.pruning.param_groups(model) if self.pruning is not None else []
+        logits = [m.logits for m in self.mixtures if m.logits.requires_grad]
+        return groups + [{"params": logits, "lr": self.config.logit_lr, "weight_decay": 0.0}]
+
+    def loss(self, model: nn.Module, step: int) -> Tensor | None:
+        if self.hard:
+            return None
+        terms = []
+        if self.pruning is not None:
+            t = self.pruning.loss(model, step)
+            if t is not None:
+                terms.append(t)
+        if self.controller.targets or self.fixed:
+            soft = soft_costs(self.layers, self.fixed_bits)
+            t = self.controller.loss(soft)
+            if t is not None:
+                terms.append(t)
+            terms += [w * soft[k] / self.refs[k] for k, w in self.fixed.items()]
+        return sum(terms) if terms else None
+
+    def on_step_end(self, trainer, step: int) -> None:
+        if self.hard:
+            return
+        if self.pruning is not None:
+            self.pruning.on_step_end(trainer, step)
+        self.tau = tau_at(step, self.total_steps, self.config.tau_start, self.config.tau_end)
+        self._set_tau(self.tau)
+        self.measures = hard_costs(self.layers, self.fixed_bits)
+        self.controller.update(step, self.measures)
+        if step % self.config.pwlq_refresh_every == 0:
+            self.refresh_breakpoints()
+
+    @torch.no_grad()
+    def refresh_breakpoints(self) -> None:
+        for l in self.layers:
+            if "pwlq" in l.wq.schemes:
+                l.wq.refresh_breakpoints_(l.hard_masked(), l.name)
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> dict | None:
+        self.measures = hard_costs(self.layers, self.fixed_bits)
+        out = {k: float(v) for k, v in self.measures.items()}
+        if not self.hard:
+            out["tau"] = self.tau
+            out.update({f"lambda_{k}": v for k, v in self.controller.lam.items()})
+            if self.pruning is not None and self.pruning.controller is not None:
+                out["lambda_sparsity"] = self.pruning.lam
+        if self.config.verbose and getattr(trainer, "rank", 0) == 0:
+            phase = "fine-tune (fixed bits, hard masks)" if self.hard else f"soft joint phase, τ={self.tau:.3g}"
+            title = (f"joint epoch {epoch + 1}: {phase}; size {out['size_bytes']:,.0f} B, w {out['wbits']:.2f} b, "
+                     f"a {out['abits']:.2f} b, sparsity {out['sparsity']:.1%}")
+            trainer.console.print(rich_table(layer_table(self.layers), title))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"controller": self.controller.state_dict(), "tau": self.tau,
+                "pruning": self.pruning.state_dict() if self.pruning is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.controller.load_state_dict(state["controller"])
+        self.tau = float(state["tau"])
+        if not self.hard:
+            self._set_tau(self.tau)
+        if self.pruning is not None and state.get("pruning") is not None:
+            self.pruning.load_state_dict(state["pruning"])
+
+
+__all__ = ["JointPlugin", "layer_table", "rich_table", "tau_at", "unique_mixtures"]
