@@ -45,7 +45,7 @@ def mac_reduction(model) -> float:
 
 def run_method(method: str, model, target: float, rounds: int, epochs: int, base: TrainConfig, loaders) -> dict:
     """Prune ``model`` (in place) to ``target`` in ``rounds`` rounds with ``epochs`` of retraining each."""
-    train, val, test = loaders
+    train, _, test = loaders
     if method == "mac_budget":
         cfg = MacBudgetConfig(mac_reduction=target, rounds=rounds, retrain_epochs=epochs, verbose=False)
         prune_(model, cfg, train=train if epochs else None, train_config=base, example_input=X)

@@ -1,5 +1,6 @@
 """MAC-budget pruning end to end: the report shows the requested MAC reduction, history, layer types, bad input."""
 import json
+import math
 import warnings
 
 import pytest
@@ -72,7 +73,9 @@ def test_mac_share_prunes_the_heavy_layers_hardest():
     assert fac["features.3.weight"] == pytest.approx(4 * 73728 / 157312)
 
 
-def test_fixed_base_allowance_and_callable_retrain():
+def test_fixed_base_allowance_and_callable_retrain(tmp_path):
+    from prunequant.pruning.mac_budget.plot import plot_history
+
     torch.manual_seed(0)
     model = DigitsCNN()
     calls = []
@@ -82,6 +85,19 @@ def test_fixed_base_allowance_and_callable_retrain():
     assert res.target is None and res.met_target is None
     assert res.rounds[0].eps0 == 0.02 and res.reduction > 0
     assert res.rounds[1].reduction >= res.rounds[0].reduction
+    assert plot_history(res, tmp_path / "p.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("opts", [
+    {"allowance": "macs_per_weight"}, {"mac_source": "effective", "schedule": "linear"},
+    {"norm": "l1", "relative_error": True},
+    {"error_scale": "per_pruned", "allowance_power": 0.5, "allowance_clip": (0.1, 3.0)}])
+def test_reconstruction_options_meet_the_target(opts):
+    torch.manual_seed(1)
+    model = DigitsCNN()
+    res = prune_(model, MacBudgetConfig(mac_reduction=0.6, rounds=2, verbose=False, **opts), example_input=X)
+    assert res.met_target and abs(_reduction(model) - 0.6) <= 0.01
+    assert round_targets(0.0, 0.6, 2, "linear") == pytest.approx([0.3, 0.6])
 
 
 def test_pruned_fraction_bounds_per_kind():
@@ -167,7 +183,7 @@ def test_zero_variance_and_single_weight_layers_are_skipped_with_a_message():
     assert rows["one.weight"].bound == "skip"
     for ly in rows.values():
         for v in (ly.q, ly.threshold, ly.error, ly.allowance, ly.sigma):
-            assert v == v  # no NaN
+            assert not math.isnan(v)
     assert abs(_reduction(model, torch.randn(1, 16)) - 0.3) <= 0.01
 
 
@@ -179,7 +195,7 @@ def test_bad_input_is_named():
         prune_(model, MacBudgetConfig(verbose=False), example_input=X)
     with pytest.raises(ConfigError, match="example_input"):
         prune_(DigitsCNN(), MacBudgetConfig(verbose=False))
-    for bad in (dict(mac_reduction=1.2), dict(mac_reduction=None), dict(norm="l3"), dict(q_min=2, q_max=1),
-                dict(max_pruned={"convv": 0.5}), dict(allowance="flops"), dict(rounds=0)):
+    for bad in ({"mac_reduction": 1.2}, {"mac_reduction": None}, {"norm": "l3"}, {"q_min": 2, "q_max": 1},
+                {"max_pruned": {"convv": 0.5}}, {"allowance": "flops"}, {"rounds": 0}):
         with pytest.raises(ConfigError):
             MacBudgetConfig(**bad)

@@ -1,4 +1,6 @@
 """Magnitude baselines: global and uniform masks, MAC-tuned rate, the handler, and AGP gradual pruning."""
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -7,8 +9,15 @@ from prunequant import prune_
 from prunequant.errors import ConfigError, LayerError
 from prunequant.models import DigitsCNN, MobileNetSmall
 from prunequant.pruning.base import FixedMask, get_mask, layer_sparsity
-from prunequant.pruning.magnitude import (AGPPlugin, MagnitudeConfig, agp_sparsity, apply_magnitude_masks_,
-                                          effective_mac_reduction, magnitude_masks, sparsity_for_mac_reduction)
+from prunequant.pruning.magnitude import (
+    AGPPlugin,
+    MagnitudeConfig,
+    agp_sparsity,
+    apply_magnitude_masks_,
+    effective_mac_reduction,
+    magnitude_masks,
+    sparsity_for_mac_reduction,
+)
 from prunequant.training import TrainConfig, Trainer
 
 torch.set_num_threads(1)
@@ -97,7 +106,7 @@ def test_magnitude_handler_via_prune_():
 def test_agp_schedule_shape():
     vals = [agp_sparsity(t, 0.8, 10, 110) for t in range(0, 121, 10)]
     assert vals[0] == 0.0 and vals[1] == 0.0 and vals[-1] == pytest.approx(0.8) and vals[-2] == pytest.approx(0.8)
-    inc = [b - a for a, b in zip(vals[1:-1], vals[2:-1])]
+    inc = [b - a for a, b in itertools.pairwise(vals[1:-1])]
     assert all(i >= 0 for i in inc) and inc[0] > inc[-1]  # fast first, slow at the end (cubic)
 
 

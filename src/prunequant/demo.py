@@ -50,9 +50,17 @@ def step_mac_budget(ctx: DemoContext) -> None:
     run_demo_step(ctx)
 
 
+def step_quantize(ctx: DemoContext) -> None:
+    """PWLQ vs uniform post-training quantization at W4A8/W3A8 (docs/pwlq.md)."""
+    from .quantization.demo_step import run_demo_step
+
+    run_demo_step(ctx)
+
+
 DEMO_STEPS: dict[str, Callable[[DemoContext], None]] = {
     "baseline": step_baseline,
     "mac-budget": step_mac_budget,
+    "quantize": step_quantize,
 }
 
 

@@ -155,11 +155,14 @@ class Report:
         """Print the table with rich."""
         from rich.console import Console
 
-        if console is None:
-            console = Console()
-            if not console.is_terminal:  # pipes and logs: do not squeeze the table into 80 columns
-                console = Console(width=160)
-        console.print(self.table())
+        console = console or Console()
+        old = console.width
+        if not console.is_terminal:  # pipes and logs: do not squeeze the table into the default 80 columns
+            console.width = max(old, 140)
+        try:
+            console.print(self.table())
+        finally:
+            console.width = old
         for n in self.notes:
             console.print(f"[yellow]note:[/yellow] {n}")
 

@@ -13,6 +13,9 @@ app = typer.Typer(help="prunequant: prune and quantize PyTorch models (learned p
 SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("prunequant.cli.demo", "demo", "command"),
     ("prunequant.cli.report", "report", "command"),
+    ("prunequant.cli.export", "export", "command"), ("prunequant.cli.export", "bench", "command"),
+    ("prunequant.cli.quantize", "quantize", "command"),
+    ("prunequant.cli.joint", "joint", "command"),
 ]
 
 

@@ -43,7 +43,7 @@ def report(
     except PrunequantError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from e
-    rep.print(console if console.is_terminal else None)
+    rep.print(console)
     for out, write in ((json_out, rep.to_json), (csv_out, rep.to_csv), (plot_out, lambda p: plot_report(rep, p))):
         if out is not None:
             write(out)

@@ -43,8 +43,16 @@ from ..errors import LayerError, ShapeError, StorageError, UnsupportedModuleErro
 from .bitpack import bits_needed, pack_bits, unpack_bits
 from .sparse_format import SparseIndex, choose_format, csr_view_shape, decode_mask, encode_mask, format_nbytes
 
-__all__ = ["PQ_VERSION", "ARTIFACT_KIND", "EntryReport", "ExportResult", "export", "load_compressed",
-           "read_artifact", "effective_tensors"]
+__all__ = [
+    "ARTIFACT_KIND",
+    "PQ_VERSION",
+    "EntryReport",
+    "ExportResult",
+    "effective_tensors",
+    "export",
+    "load_compressed",
+    "read_artifact",
+]
 
 PQ_VERSION = 1
 ARTIFACT_KIND = "pq-artifact"
@@ -63,7 +71,7 @@ class EntryReport:
     format: str           # "dense" | "bitmap" | "csr"
     numel: int
     nnz: int
-    bits: int             # bits per stored code/value (sum over code streams for "q")
+    bits: float           # bits per stored code/value (sum over code streams; mean over rows if mixed)
     nbytes: int           # payload bytes of this entry
     fp32_nbytes: int      # 4 * numel
 
@@ -169,7 +177,7 @@ def effective_tensors(model: nn.Module) -> dict[str, tuple[Tensor, Any, Tensor |
     for mname, module in model.named_modules():
         if not parametrize.is_parametrized(module):
             continue
-        for tname in module.parametrizations.keys():
+        for tname in module.parametrizations:
             key = f"{mname}.{tname}" if mname else tname
             try:
                 out[key] = _weight_quantizer_chain(module, tname)
@@ -242,7 +250,8 @@ def _encode_quant(key: str, w_eff: Tensor, quant, qin: Tensor, payload: _Payload
                                      f"the weight {shape}")
     # widths over the codes that will be stored (kept positions); dense storage needs zeros to decode to zero
     dense_ok = bool((decoded[~keep] == 0).all())
-    value_bits = sum(bits_needed(int(c[keep].max()) - int(c[keep].min())) if nnz else 1 for c in full.values())
+    value_bits = sum(int(_row_widths(c.reshape(csr_view_shape(shape)).long(), keep.reshape(csr_view_shape(shape)))
+                         .float().mean().ceil()) if nnz else 1 for c in full.values())
     fmt = choose_format(shape, nnz, value_bits)
     if fmt == "dense" and not dense_ok:  # pruned after quantizing: the pattern must be stored
         fmt = min(("bitmap", "csr"), key=lambda f: format_nbytes(f, shape, nnz, value_bits))
@@ -254,13 +263,34 @@ def _encode_quant(key: str, w_eff: Tensor, quant, qin: Tensor, payload: _Payload
     entry["i"] = {n: payload.add(t, _index_bits(index, n, shape)) for n, t in index.tensors.items()}
     entry["im"] = index.meta
     stored_bits = 0
+    rows, cols = csr_view_shape(shape)
+    sel2d = sel.reshape(rows, cols)
     for name, c in full.items():
-        v = c[sel].to(torch.int64)
-        lo = int(v.min()) if v.numel() else 0
-        width = bits_needed(int(v.max()) - lo) if v.numel() else 1
-        stored_bits += width
-        t = payload.add(pack_bits(v - lo, width), n_sel * width)
-        entry["c"][name] = {"t": t, "w": width, "o": lo, "dt": str(c.dtype).removeprefix("torch.")}
+        dt = str(c.dtype).removeprefix("torch.")
+        c2d = c.reshape(rows, cols).to(torch.int64)
+        row_w = _row_widths(c2d, sel2d)
+        widths = torch.unique(row_w)
+        if widths.numel() <= 1:  # one width for the whole tensor: a single stream
+            v = c2d[sel2d]
+            lo = int(v.min()) if v.numel() else 0
+            width = bits_needed(int(v.max()) - lo) if v.numel() else 1
+            stored_bits += width * n_sel
+            t = payload.add(pack_bits(v - lo, width), n_sel * width)
+            entry["c"][name] = {"t": t, "w": width, "o": lo, "dt": dt}
+            continue
+        # mixed precision (e.g. per-channel bit widths): one stream per group of rows sharing a width
+        group = torch.searchsorted(widths, row_w)
+        groups = []
+        for g in range(widths.numel()):  # <= 16 distinct widths: a loop over groups, not channels
+            in_g = group == g
+            v = c2d[in_g][sel2d[in_g]]
+            lo = int(v.min()) if v.numel() else 0
+            width = bits_needed(int(v.max()) - lo) if v.numel() else 1
+            stored_bits += width * v.numel()
+            groups.append([payload.add(pack_bits(v - lo, width), v.numel() * width), width, lo])
+        entry["c"][name] = {"g": groups, "map": payload.add(group.to(torch.uint8), rows * bits_needed(len(groups) - 1)),
+                            "dt": dt}
+    stored_bits = stored_bits / max(n_sel, 1)
     for name, c in other.items():
         v = c.reshape(-1).to(torch.int64)
         lo = int(v.min()) if v.numel() else 0
@@ -273,8 +303,25 @@ def _encode_quant(key: str, w_eff: Tensor, quant, qin: Tensor, payload: _Payload
     entry["q"] = {"cls": f"{type(quant).__module__}.{type(quant).__qualname__}", "a": _plain_attrs(quant),
                   "buffers": list(quant._buffers.keys()),
                   "s": {k: payload.add(v.detach().to("cpu")) for k, v in state.items()}}
-    report = EntryReport(key, "q", fmt, w_eff.numel(), nnz, stored_bits, 0, 4 * w_eff.numel())
+    report = EntryReport(key, "q", fmt, w_eff.numel(), nnz, round(stored_bits, 3), 0, 4 * w_eff.numel())
     return entry, report
+
+
+def _row_widths(c2d: Tensor, sel2d: Tensor) -> Tensor:
+    """Bits each row's selected codes need (``bits_needed(max - min)``; 1 for an empty row)."""
+    big = torch.iinfo(torch.int64).max
+    lo = torch.where(sel2d, c2d, big).amin(1)
+    hi = torch.where(sel2d, c2d, -big).amax(1)
+    span = torch.where(sel2d.any(1), hi - lo, torch.zeros_like(lo))
+    bits = torch.zeros_like(span)
+    rest = span.clone()
+    for _ in range(64):  # bit_length, vectorized over rows
+        nz = rest > 0
+        if not bool(nz.any()):
+            break
+        bits += nz.long()
+        rest = rest >> 1
+    return bits.clamp(min=1)
 
 
 def _index_bits(index: SparseIndex, name: str, shape: tuple) -> float:
@@ -344,6 +391,21 @@ def _decode_entry(key: str, e: dict, payload: Tensor, items: list) -> Tensor:
                 n *= d
             codes[name] = (unpack_bits(_item(payload, items, c["t"], where), int(c["w"]), n) + int(c["o"])) \
                 .reshape(sh).to(cdt)
+        elif "g" in c:
+            rows, cols = csr_view_shape(shape)
+            sel2d = sel.reshape(rows, cols)
+            group = _item(payload, items, c["map"], where).long()
+            if group.numel() != rows or (rows and int(group.max()) >= len(c["g"])):
+                raise ShapeError(f"row-group map of {group.numel()} rows does not fit {rows} rows")
+            full2d = torch.zeros(rows, cols, dtype=torch.int64)
+            for g, (t, w, lo) in enumerate(c["g"]):
+                in_g = group == g
+                block_sel = sel2d[in_g]
+                block = full2d[in_g]
+                block[block_sel] = unpack_bits(_item(payload, items, t, where), int(w), int(block_sel.sum())) \
+                    + int(lo)
+                full2d[in_g] = block
+            codes[name] = full2d.reshape(shape).to(cdt)
         else:
             v = unpack_bits(_item(payload, items, c["t"], where), int(c["w"]), n_sel) + int(c["o"])
             full = torch.full(shape, int(c["o"]), dtype=torch.int64)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, ShapeError
 
-__all__ = ["MAX_BITS", "packed_nbytes", "pack_bits", "unpack_bits", "bits_needed", "code_offset"]
+__all__ = ["MAX_BITS", "bits_needed", "code_offset", "pack_bits", "packed_nbytes", "unpack_bits"]
 
 MAX_BITS = 32
 _FAST_WIDTHS = (1, 2, 4, 8)

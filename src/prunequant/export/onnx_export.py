@@ -16,8 +16,9 @@ How each compressed tensor is written:
 * **activation quantizers** (``ActFakeQuant``): ``QuantizeLinear -> DequantizeLinear`` on the layer input (8-bit
   container; fewer bits are expressed by clamping to the b-bit range first).
 
-The graph comes from the TorchScript exporter (``dynamo=False``; constant folding turns the weight
-``QuantizeLinear`` into integer initializers). :func:`check_onnx` runs the file in onnxruntime and compares with
+The graph comes from the TorchScript exporter (``dynamo=False``); afterwards every ``QuantizeLinear`` on a constant
+weight is folded into the integer initializer it would produce (:func:`_fold_weight_quantize`), so the file holds
+int8/uint8 codes and only ``DequantizeLinear`` runs on weights. :func:`check_onnx` runs the file in onnxruntime and compares with
 the PyTorch model: tolerance ``max|y_ort - y_torch| <= rtol * max|y_torch| + atol`` with defaults rtol = 1e-4,
 atol = 1e-5 (float summation order; an activation code that lands on a rounding tie can flip one step, which the
 tolerance absorbs on our models - measured errors are reported by the tests and benchmark).
@@ -33,7 +34,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import ConfigError, LayerError, StorageError, UnsupportedModuleError
 
-__all__ = ["PWLQ_MODES", "export_onnx", "check_onnx", "onnx_node_counts"]
+__all__ = ["PWLQ_MODES", "check_onnx", "export_onnx", "onnx_node_counts"]
 
 PWLQ_MODES = ("dequantized", "qdq")
 
@@ -190,10 +191,71 @@ def export_onnx(model: nn.Module, path: str | Path, example_input: Tensor, *, pw
         torch.onnx.export(ready, (example_input,), str(path), dynamo=False, opset_version=opset,
                           do_constant_folding=True, input_names=["input"], output_names=["output"],
                           dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    _fold_weight_quantize(path)
     info = {"path": str(path), "bytes": path.stat().st_size, "nodes": onnx_node_counts(path)}
     if check:
         info.update(check_onnx(path, model, example_input, rtol=rtol, atol=atol))
     return info
+
+
+def _fold_weight_quantize(path: Path) -> None:
+    """Replace every ``QuantizeLinear`` whose input is a constant (a weight) by the integer initializer it
+    produces, so the file stores int8/uint8 codes and only ``DequantizeLinear`` remains; drop unused tensors."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    const = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    for node in g.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    const[node.output[0]] = numpy_helper.to_array(a.t)
+    alias = {}
+    for node in g.node:
+        if node.op_type == "Identity" and node.input[0] in const:
+            alias[node.output[0]] = node.input[0]
+
+    def value(name):
+        return const.get(alias.get(name, name))
+
+    keep_nodes, new_inits = [], []
+    for node in g.node:
+        if node.op_type == "QuantizeLinear" and value(node.input[0]) is not None and value(node.input[1]) is not None:
+            w = value(node.input[0]).astype(np.float32)
+            scale = value(node.input[1]).astype(np.float32)
+            zp = value(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros((), np.uint8)
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            if scale.ndim == 1 and scale.size > 1:
+                shape = [1] * w.ndim
+                shape[axis] = -1
+                scale, zpb = scale.reshape(shape), zp.reshape(shape)
+            else:
+                zpb = zp
+            info = np.iinfo(zp.dtype)
+            q = np.clip(np.rint(w / scale) + zpb.astype(np.int64), info.min, info.max).astype(zp.dtype)
+            new_inits.append(numpy_helper.from_array(q, node.output[0]))
+            continue
+        keep_nodes.append(node)
+    if not new_inits:
+        return
+    del g.node[:]
+    g.node.extend(keep_nodes)
+    g.initializer.extend(new_inits)
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    live = [n for n in g.node if n.op_type != "Identity" or n.output[0] in used]
+    used = {i for n in live for i in n.input} | {o.name for o in g.output}
+    live = [n for n in live if n.op_type != "Constant" or n.output[0] in used]
+    del g.node[:]
+    g.node.extend(live)
+    used = {i for n in g.node for i in n.input}
+    inits = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def onnx_node_counts(path: str | Path) -> dict[str, int]:

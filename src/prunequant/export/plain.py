@@ -22,7 +22,7 @@ def baked_copy(model: nn.Module) -> nn.Module:
     for mod in list(m.modules()):
         if not parametrize.is_parametrized(mod):
             continue
-        effective = {t: getattr(mod, t).detach().clone() for t in mod.parametrizations.keys()}
+        effective = {t: getattr(mod, t).detach().clone() for t in mod.parametrizations}
         mod.__class__ = type(mod).__bases__[0]
         del mod._modules["parametrizations"]
         for t, v in effective.items():

@@ -17,8 +17,15 @@ from torch import Tensor
 from ..errors import ConfigError, ShapeError
 from .bitpack import bits_needed, pack_bits, packed_nbytes, unpack_bits
 
-__all__ = ["FORMATS", "SparseIndex", "csr_view_shape", "format_nbytes", "choose_format", "encode_mask",
-           "decode_mask"]
+__all__ = [
+    "FORMATS",
+    "SparseIndex",
+    "choose_format",
+    "csr_view_shape",
+    "decode_mask",
+    "encode_mask",
+    "format_nbytes",
+]
 
 FORMATS = ("dense", "bitmap", "csr")
 

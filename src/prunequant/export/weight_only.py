@@ -20,6 +20,7 @@ repository's CI (no GPU); ``benchmarks/gpu_kernels.py`` checks it against the re
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -39,14 +40,29 @@ except ImportError:  # pragma: no cover - depends on the machine
     tl = None
     HAS_TRITON = False
 
-__all__ = ["HAS_TRITON", "KernelWeights", "pack_weight_only", "dequantize_reference",
-           "weight_only_matmul_reference", "weight_only_matmul_triton", "WeightOnlyLinear", "triton_available"]
+__all__ = [
+    "HAS_TRITON",
+    "KernelWeights",
+    "WeightOnlyLinear",
+    "dequantize_reference",
+    "pack_weight_only",
+    "triton_available",
+    "weight_only_matmul_reference",
+    "weight_only_matmul_triton",
+]
+
+
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def triton_available() -> tuple[bool, str]:
-    """``(ok, reason)``: whether the Triton kernel can run here."""
+    """``(ok, reason)``: whether the Triton kernel can run here (on CUDA, or on CPU tensors under Triton's
+    interpreter, ``TRITON_INTERPRET=1`` set before import - slow, for checking the kernel's logic only)."""
     if not HAS_TRITON:
         return False, "triton is not installed"
+    if _interpreted():
+        return True, "triton interpreter (TRITON_INTERPRET=1, CPU)"
     if not torch.cuda.is_available():
         return False, "no CUDA device"
     return True, "ok"
@@ -250,8 +266,8 @@ def weight_only_matmul_triton(x: Tensor, kw: KernelWeights, block_m: int = 16, b
     ok, why = triton_available()
     if not ok:
         raise UnsupportedModuleError(f"Triton weight-only kernel unavailable: {why}")
-    if not x.is_cuda:
-        raise LayerError("weight_only_matmul_triton needs CUDA tensors")
+    if not x.is_cuda and not _interpreted():
+        raise LayerError("weight_only_matmul_triton needs CUDA tensors (or TRITON_INTERPRET=1)")
     lead = x.shape[:-1]
     x2 = x.reshape(-1, kw.K)
     M = x2.shape[0]
@@ -283,6 +299,6 @@ class WeightOnlyLinear(nn.Module):
         return cls(pack_weight_only(m))
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.is_cuda and triton_available()[0]:
+        if x.is_cuda and HAS_TRITON and torch.cuda.is_available():
             return weight_only_matmul_triton(x, self.kw.to(x.device))
         return weight_only_matmul_reference(x, self.kw)

@@ -56,7 +56,8 @@ class JointConfig:
 
     Schedule
     * ``epochs`` soft joint training, τ annealed geometrically from ``tau_start`` to ``tau_end``;
-      ``finetune_epochs`` with hard masks and the chosen bits fixed (straight-through QAT).
+      ``finetune_epochs`` with hard masks and the chosen bits fixed (straight-through QAT), learning rate
+      ``finetune_schedule`` ("cosine" decay or "constant").
     * ``lr`` (weights), ``threshold_lr`` (log α, log β), ``logit_lr`` (θ).
     * ``logit_init``: "linear" (θ_b = b / max b, high precision slightly preferred) or "uniform".
     * ``alpha_init``, ``beta_init`` (× weight std), ``alpha_anneal``, ``min_density``: as in
@@ -83,6 +84,7 @@ class JointConfig:
     tol: float = 0.0
     epochs: int = 20
     finetune_epochs: int = 10
+    finetune_schedule: str = "cosine"
     lr: float = 1e-3
     threshold_lr: float = 0.02
     logit_lr: float = 0.05
@@ -115,6 +117,8 @@ class JointConfig:
             raise ConfigError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
         if self.mix_granularity not in MIX_GRANULARITIES:
             raise ConfigError(f"mix_granularity must be one of {MIX_GRANULARITIES}, got {self.mix_granularity!r}")
+        if self.finetune_schedule not in ("cosine", "constant"):
+            raise ConfigError(f"finetune_schedule must be 'cosine' or 'constant', got {self.finetune_schedule!r}")
         if self.logit_init not in ("linear", "uniform"):
             raise ConfigError(f"logit_init must be 'linear' or 'uniform', got {self.logit_init!r}")
         for k in ("target_wbits", "target_abits", "target_size_bytes", "target_bops"):

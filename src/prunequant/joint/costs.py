@@ -11,7 +11,7 @@ Definitions (docs/joint.md):
 * ``abits``: average feature-map bits weighted by each tensor's dense MACs (as the report's total);
 * ``size_bytes``: the model size with :func:`prunequant.analysis.report`'s storage formula (values at b bits,
   the cheaper of dense / bitmap / CSR index, the quantizer's export state, every other parameter at 32 bits);
-  the soft version uses the same formula with soft k and Σ_b π_b (per-channel mixtures: π averaged over channels);
+  the soft version is the CSR cost with soft k and Σ_b π_b (see :func:`soft_storage_bits`);
 * ``bops``: bit-operations per sample, Σ_l (effective MACs)·b_w·b_a;
 * ``sparsity``: fraction of zero weights over the compressed tensors.
 """
@@ -132,19 +132,22 @@ class JointLayer:
 
 
 def soft_storage_bits(layer: JointLayer, kept: Tensor) -> Tensor:
-    """Differentiable version of the report's storage formula, averaged over the candidates with π."""
-    n, rows = float(layer.numel), layer.rows
+    """Differentiable surrogate of the stored bits, averaged over the candidates with π: the CSR cost
+    k·(b + ⌈log2 cols⌉) + 32·(rows + 1) + quantizer state.
+
+    The report charges the cheapest of dense / bitmap / CSR; its bitmap and dense branches do not depend on k,
+    so their gradient would give pruning no incentive until the CSR regime is reached. The surrogate charges
+    every kept weight its sparse cost instead; the controller measures the true (report) size.
+    """
+    rows = layer.rows
     cidx = max(1, math.ceil(math.log2(layer.cols))) if layer.cols > 1 else 1
     p = layer.wq.mixture.probs()
     if p.dim() == 2:
         p = p.mean(1)
     total = kept.new_zeros(())
     for i, b in enumerate(layer.wq.mixture.bits):
-        k = kept if b > 0 else kept * 0
-        bb = float(max(b, MIN_BITS))
-        index = torch.clamp(k * cidx + (rows + 1) * 32, max=n)
-        values = torch.clamp(k * bb + index, max=n * bb)
-        total = total + p[i] * (values + layer.storage_bits_for(b))
+        values = kept * (max(b, MIN_BITS) + cidx) if b > 0 else kept * 0
+        total = total + p[i] * (values + (rows + 1) * 32 + layer.storage_bits_for(b))
     return total
 
 

@@ -147,7 +147,10 @@ def _zero_removed_(layers: list[JointLayer]) -> None:
         if not bool((cb == 0).any()):
             continue
         m = get_mask(l.module, l.pname)
-        keep = m.hard_mask(l.raw).clone() if m is not None else torch.ones_like(l.raw, dtype=torch.bool)
+        if m is None:  # no mask to extend: zero the weights (the 0-bit quantizer gives them no gradient)
+            l.raw[cb == 0] = 0.0
+            continue
+        keep = m.hard_mask(l.raw).clone()
         keep[cb == 0] = False
         apply_mask_(l.module, l.pname, keep, layer_name=l.name)
 
@@ -260,7 +263,7 @@ def prune_quantize_joint_(model: nn.Module, config: JointConfig, train: DataLoad
     :func:`finalize_`. With ``train``: ``config.epochs`` soft joint epochs, hardening to the targets,
     ``config.finetune_epochs`` with fixed choices, then (``config.finalize``) :func:`finalize_`.
     ``train_config`` supplies optimizer, seed, device, checkpoints (epochs are overridden; its lr is used for
-    the weights, else ``config.lr``).
+    the weights, else ``config.lr``; the fine-tune uses ``config.finetune_schedule``).
     """
     calib = list(calibration) if calibration is not None else _calibration_batches(train)
     if example_input is None:
@@ -299,7 +302,8 @@ def prune_quantize_joint_(model: nn.Module, config: JointConfig, train: DataLoad
         console.print(rich_table(layer_table(layers), "joint: hardened (argmax bits, repaired to the targets)"))
     if config.finetune_epochs > 0:
         ft_plugin = JointPlugin(layers, config, fixed_bits, hard=True)
-        ft = Trainer(model, _phase_config(base, config.finetune_epochs, "finetune", lr), loss_fn=loss_fn,
+        ft_base = dataclasses.replace(base, schedule=config.finetune_schedule)
+        ft = Trainer(model, _phase_config(ft_base, config.finetune_epochs, "finetune", lr), loss_fn=loss_fn,
                      plugins=[ft_plugin], metric=metric, console=console)
         result.history += [{"phase": "finetune", **h} for h in ft.fit(train, val)]
     result.measures = hard_costs(layers, fixed_bits)

@@ -7,7 +7,7 @@ hard mask into the stored weight (exact zeros) and removes the parametrization.
 from __future__ import annotations
 
 import fnmatch
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -16,18 +16,18 @@ from torch.nn.utils import parametrize
 from ..errors import ConfigError, LayerError, ShapeError, UnsupportedModuleError
 
 __all__ = [
-    "MaskParametrization",
-    "FixedMask",
     "SUPPORTED_TYPES",
-    "prunable_modules",
-    "check_weight",
-    "get_mask",
-    "mask_parametrizations",
+    "FixedMask",
+    "MaskParametrization",
     "apply_mask_",
+    "check_weight",
     "finalize_masks_",
+    "get_mask",
+    "global_sparsity",
     "kept_mask",
     "layer_sparsity",
-    "global_sparsity",
+    "mask_parametrizations",
+    "prunable_modules",
 ]
 
 SUPPORTED_TYPES: tuple[type[nn.Module], ...] = (

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -68,9 +69,9 @@ def magnitude_masks(model: nn.Module, sparsity: float, scope: str = "global",
         raise ConfigError(f"scope must be one of {SCOPES}, got {scope!r}")
     items = _targets(model, include, exclude)
     if scope == "uniform":
-        return {layer: _smallest_k_mask(m, int(round(sparsity * m.numel()))) for layer, _, _, m in items}
+        return {layer: _smallest_k_mask(m, round(sparsity * m.numel())) for layer, _, _, m in items}
     flat = torch.cat([m.reshape(-1).float().cpu() for _, _, _, m in items])
-    keep = _smallest_k_mask(flat, int(round(sparsity * flat.numel())))
+    keep = _smallest_k_mask(flat, round(sparsity * flat.numel()))
     out, offset = {}, 0
     for layer, _, _, m in items:
         out[layer] = keep[offset:offset + m.numel()].reshape(m.shape).to(m.device)

@@ -82,15 +82,18 @@ class QuantizationResult:
         from rich.table import Table
 
         console = console or Console()
-        t = Table(title=f"{self.config['scheme']} W{self.config['wbits']}A{self.config['abits']} per layer")
-        for col in ("layer", "shape", "bits", "a bits", "p/m", "center", "MSE", "/uniform", "/Lloyd-Max"):
-            t.add_column(col, justify="left" if col in ("layer", "shape") else "right")
+        wa = f"W{self.config['wbits']}" + (f"A{self.config['abits']}" if self.config["abits"] else " weights only")
+        t = Table(title=f"{self.config['scheme']} {wa} per layer "
+                        "(MSE ratios: PWLQ / uniform same bits, PWLQ before BC / Lloyd-Max same levels)")
+        t.add_column("layer", overflow="fold")
+        for col in ("W/A", "p/m", "center", "MSE", "/unif", "/LM"):
+            t.add_column(col, justify="right", no_wrap=True)
         for r in self.layers:
-            ratio = ",".join(f"{x:.3f}" for x in r.breakpoint_ratio) or "-"
-            t.add_row(r.name, "x".join(map(str, r.shape)), str(r.bits), str(r.act_bits or "-"), ratio,
-                      "-" if r.center_fraction is None else f"{r.center_fraction:.1%}", f"{r.mse:.3g}",
+            ratio = ",".join(f"{x:.2f}" for x in r.breakpoint_ratio) or "-"
+            t.add_row(f"{r.name} {'x'.join(map(str, r.shape))}", f"{r.bits}/{r.act_bits or '-'}", ratio,
+                      "-" if r.center_fraction is None else f"{r.center_fraction:.0%}", f"{r.mse:.2e}",
                       f"{r.mse / r.uniform_mse:.3f}" if r.uniform_mse > 0 else "-",
-                      f"{r.mse_before_bc / r.lloyd_max_mse:.3f}" if r.lloyd_max_mse else "-")
+                      f"{r.mse_before_bc / r.lloyd_max_mse:.2f}" if r.lloyd_max_mse else "-")
         console.print(t)
 
 
@@ -163,7 +166,8 @@ def quantize_model(model: nn.Module, config: PWLQConfig, calibration_data=None, 
         raise LayerError(f"{type(model).__name__} has no Linear/Conv/LSTM/GRU/MultiheadAttention weights to quantize")
     with torch.no_grad():
         for mname, module, pname in targets:  # validate everything before changing the model
-            _check_layer(getattr(module, pname), f"{mname}.{pname}" if mname else pname)
+            if not _matches(mname, config.skip):
+                _check_layer(getattr(module, pname), f"{mname}.{pname}" if mname else pname)
     if config.fold_bn:
         result.folded_bn = fold_batchnorm(model)
 

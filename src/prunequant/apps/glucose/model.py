@@ -198,7 +198,7 @@ class GlucoseLSTM(nn.Module):
 
     @torch.no_grad()
     def _init_projection(self, z: torch.Tensor, max_rows: int = 20000) -> None:
-        """PCA whitening of the standardised readings: proj(z) = the top-k principal scores, each scaled to unit
+        """PCA whitening of the standardised readings ``z``: proj = the top-k principal scores, each scaled to unit
         variance. The tiny glucose directions of a spectrum otherwise sit under nuisance directions ~10^3 times
         larger, which gradient descent on the raw LSTM input cannot resolve in a short training run."""
         if len(z) > max_rows:
@@ -219,6 +219,12 @@ class GlucoseLSTM(nn.Module):
         seq, _ = self.lstm1(z)
         out, _ = self.lstm2(self.drop(seq))
         return self.head(out[:, -1]).squeeze(-1) * self.y_std + self.y_mean
+
+    def buffer_bytes(self) -> int:
+        """fp32 bytes of the fixed tensors inference needs besides the weights (standardisation, output scale,
+        Savitzky–Golay kernel, activation-quantizer ranges); :func:`prunequant.analysis.report` counts parameters
+        only. Buffers inside weight parametrizations (masks, quantizer state) are left to the report."""
+        return sum(b.numel() * 4 for n, b in self.named_buffers() if ".parametrizations." not in f".{n}")
 
     def example_input(self, batch: int = 1, steps: int = 12) -> torch.Tensor:
         """A zero input of the right shape (for reports and export)."""

@@ -21,9 +21,11 @@ calibration-free prediction possible at all (widen ``ecf_share`` to see per-subj
 
 Per subject: water/fat/protein fractions, extracellular water share, optical path length, scattering amplitude and power,
 offset, skin temperature, blood fraction and ISF lag. Over time: path length (contact) and hydration drift, skin
-temperature drift (diurnal + exercise). Detector noise is shot-noise limited: ``σ_A(λ) = noise_au · 10^(A/2)``.
-Grid ``"full"`` samples 1000–2500 nm (step ``wl_step``); grid ``"led"`` integrates the transmitted light over a
-handful of Gaussian LED emission bands (``led_nm``, ``led_fwhm_nm``).
+temperature drift (diurnal + exercise). Each channel integrates the transmitted light over its band: boxcar bins
+of width ``wl_step`` centred on a 1000–2500 nm grid (``"full"``), or a handful of Gaussian LED emission bands
+(``"led"``: ``led_nm``, ``led_fwhm_nm``). Detector noise is shot-noise limited and scales with the light a channel
+collects: ``σ_A = noise_au · sqrt(10 nm / channel width) · 10^(A/2)`` (``noise_au``: a 10-nm channel at full
+transmission).
 
 Band positions come from the research notes (B.2); band amplitudes, widths and the physiology constants are
 order-of-magnitude values chosen here (reconstructions, all configurable in :class:`SimulatorConfig`), not fitted
@@ -73,7 +75,7 @@ class SimulatorConfig:
     days: float = 1.0
     sample_min: float = 5.0
     random_start: bool = True                # each subject's recording starts at a random time of day
-    noise_au: float = 1e-5                   # absorbance noise at unit transmission (shot-noise limited)
+    noise_au: float = 5e-6                   # absorbance noise of a 10-nm channel at full transmission
     # tissue (per-subject uniform ranges)
     water_frac: tuple[float, float] = (0.60, 0.72)
     fat_frac: tuple[float, float] = (0.05, 0.20)
@@ -161,6 +163,33 @@ def tissue_absorbance(wl: np.ndarray, tissue_glucose_mgdl, tissue: Tissue, tempe
           + band_spectrum(wl, GLUCOSE_BANDS) * (g / 100.0) * glucose_water)
     scatter = tissue.scatter_amp * (np.asarray(wl) / 1000.0) ** (-tissue.scatter_power)
     return LOG10E * tissue.path_mm * ps * mu + scatter * ps + tissue.offset
+
+
+FINE_STEP_NM = 2.0
+
+
+def channel_width_nm(cfg: SimulatorConfig) -> float:
+    """Spectral width of one channel: the grid step (boxcar bins) or the LED FWHM."""
+    return float(cfg.wl_step if cfg.grid == "full" else cfg.led_fwhm_nm)
+
+
+def _fine_start(cfg: SimulatorConfig) -> float:
+    return float(min(cfg.wavelengths()) - 3 * channel_width_nm(cfg))
+
+
+def channel_weights(cfg: SimulatorConfig) -> np.ndarray:
+    """(C, F) weights of each channel over a 2-nm fine grid: boxcar bins of width ``wl_step`` ("full") or Gaussian
+    LED emission bands of FWHM ``led_fwhm_nm`` ("led"); rows sum to 1."""
+    wl = cfg.wavelengths()
+    width = channel_width_nm(cfg)
+    start = _fine_start(cfg)
+    fine = np.arange(start, max(wl) + 3 * width + FINE_STEP_NM / 2, FINE_STEP_NM)
+    d = fine[None, :] - wl[:, None]
+    if cfg.grid == "full":
+        w = (np.abs(d) <= width / 2 + 1e-9).astype(np.float64)
+    else:
+        w = np.exp(-0.5 * (d / (width / 2.3548)) ** 2)
+    return w / w.sum(axis=1, keepdims=True)
 
 
 def _u(rng: np.random.Generator, lohi: tuple[float, float], size=None):
@@ -289,16 +318,11 @@ def simulate_subject(subject_id: int, cfg: SimulatorConfig, seed: int = 0) -> di
     hydration = 1.0 + _smooth_walk(rng, n, cfg.hydration_drift, 360.0, step)
     seen = blood_frac * trace["blood"][i] + (1 - blood_frac) * trace["isf"][i]
     wl = cfg.wavelengths()
-    if cfg.grid == "full":
-        a = tissue_absorbance(wl, seen, tissue, temp, path, hydration, cfg)
-    else:  # LEDs: integrate transmitted light over each emission band on a 2-nm grid
-        fine = np.arange(min(wl) - 3 * cfg.led_fwhm_nm, max(wl) + 3 * cfg.led_fwhm_nm + 1, 2.0)
-        a_fine = tissue_absorbance(fine, seen, tissue, temp, path, hydration, cfg)
-        sig = cfg.led_fwhm_nm / 2.3548
-        w = np.exp(-0.5 * ((fine[None, :] - wl[:, None]) / sig) ** 2)
-        w /= w.sum(axis=1, keepdims=True)
-        a = -np.log10(np.clip(10.0 ** (-a_fine) @ w.T, 1e-12, None))
-    noise = rng.normal(0.0, 1.0, a.shape) * cfg.noise_au * 10.0 ** (a / 2.0)
+    w = channel_weights(cfg)
+    fine = np.arange(w.shape[1]) * FINE_STEP_NM + _fine_start(cfg)
+    a_fine = tissue_absorbance(fine, seen, tissue, temp, path, hydration, cfg)
+    a = -np.log10(np.clip(10.0 ** (-a_fine) @ w.T, 1e-12, None))  # each channel integrates transmitted light
+    noise = rng.normal(0.0, 1.0, a.shape) * cfg.noise_au * np.sqrt(10.0 / channel_width_nm(cfg)) * 10.0 ** (a / 2)
     return {"absorbance": (a + noise).astype(np.float32), "glucose": trace["blood"][i], "isf": trace["isf"][i],
             "time_min": tm, "temperature_c": temp, "path_scale": path}
 

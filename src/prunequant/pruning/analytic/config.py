@@ -1,8 +1,8 @@
 """Configuration of self-pruning with the learnable analytic threshold h(w) = sigmoid((w² − β²)/α²)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ...errors import ConfigError
 from .functions import THRESHOLD_FUNCTIONS
@@ -30,8 +30,8 @@ class AnalyticThresholdConfig:
       h(0) ≤ sigmoid(−1/ratio²). Without it the task loss inflates α and the soft model drifts from the hard one.
     * ``alpha_anneal``: final multiplier on α (cosine from 1); 1.0 = no annealing. α stays learnable.
     * ``min_density``: each mask group (layer, or output channel) keeps at least this fraction of weights.
-    * ``epochs`` (soft h, thresholds learned) then ``finetune_epochs`` (hard mask fixed); ``lr`` for weights,
-      ``threshold_lr`` for log α / log β.
+    * ``epochs`` (soft h, thresholds learned) then ``finetune_epochs`` (hard mask fixed); ``threshold_lr`` is
+      the learning rate of log α / log β (weights use the TrainConfig lr).
     * ``dual_lr``: λ ← max(0, λ + dual_lr · log(density / setpoint density)) each step; ``target_ramp``: fraction of the
       pruning steps over which the setpoint rises (cubic) from the initial sparsity to the target.
     * ``snap_to_target``: after the soft phase, scale all β by one common factor (bisection) so the hard
@@ -49,20 +49,18 @@ class AnalyticThresholdConfig:
     beta_init: float = 0.5
     learn_alpha: bool = True
     alpha_max_ratio: float | None = 0.5
-    alpha_anneal: float = 1.0
-    min_density: float = 0.01
+    alpha_anneal: float = 0.1
+    min_density: float = 0.002
     epochs: int = 20
     finetune_epochs: int = 10
-    lr: float = 1e-3
     threshold_lr: float = 0.02
-    dual_lr: float = 0.5
+    dual_lr: float = 1.0
     target_ramp: float = 0.6
     snap_to_target: bool = True
     finalize: bool = True
     include: Sequence[str | type] | None = None
     exclude: Sequence[str | type] | None = None
     types: Sequence[type] | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         ts = self.target_sparsity
@@ -74,7 +72,7 @@ class AnalyticThresholdConfig:
             raise ConfigError(f"function must be one of {tuple(THRESHOLD_FUNCTIONS)}, got {self.function!r}")
         if self.granularity not in GRANULARITIES:
             raise ConfigError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
-        for k in ("alpha_init", "beta_init", "lr", "threshold_lr", "alpha_anneal"):
+        for k in ("alpha_init", "beta_init", "threshold_lr", "alpha_anneal"):
             if not getattr(self, k) > 0:
                 raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")
         if self.dual_lr < 0:

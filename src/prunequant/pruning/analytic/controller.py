@@ -3,7 +3,7 @@ density (projection of β), and a final snap of all β by one common factor."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

@@ -5,7 +5,7 @@ swapped if the patent text turns out to differ (the sigmoid-of-squares form is a
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -3,9 +3,10 @@ mask hard, fine-tune with it fixed, and finalize to exact zeros."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,8 +16,15 @@ from torch.utils.data import DataLoader
 from ...api import register_handler
 from ...errors import LayerError
 from ...training import TrainConfig, Trainer, accuracy, evaluate
-from ..base import (apply_mask_, check_weight, finalize_masks_, get_mask, global_sparsity,
-                    mask_parametrizations, prunable_modules)
+from ..base import (
+    apply_mask_,
+    check_weight,
+    finalize_masks_,
+    get_mask,
+    global_sparsity,
+    mask_parametrizations,
+    prunable_modules,
+)
 from .config import AnalyticThresholdConfig
 from .controller import clamp_alpha_, hard_sparsity, project_min_density_, snap_to_target_
 from .parametrization import AnalyticThreshold
@@ -47,7 +55,7 @@ def attach_analytic_thresholds_(model: nn.Module, config: AnalyticThresholdConfi
         w = getattr(module, pname).detach()
         check_weight(w, layer)
         std = float(w.float().std()) if w.numel() > 1 else 0.0
-        if not std > 0:
+        if not std > 1e-6 * float(w.abs().max()):  # constant up to float rounding
             raise LayerError(f"layer '{layer}': weight has zero variance, cannot initialise the threshold")
         groups = w.shape[0] if config.granularity == "channel" else None
         shape = (groups,) if groups else ()
@@ -88,22 +96,27 @@ def layer_table(items: list[tuple]) -> list[dict[str, Any]]:
     return rows
 
 
+def finalize_(model: nn.Module) -> nn.Module:
+    """Make every analytic mask hard (|w| > β), bake it into the weights (exact zeros) and remove the
+    parametrization, leaving a plain ``nn.Module``. Other mask parametrizations are finalized the same way."""
+    return finalize_masks_(model)
+
+
 def _phase_config(base: TrainConfig, epochs: int, sub: str) -> TrainConfig:
     ckpt = str(Path(base.checkpoint_dir) / sub) if base.checkpoint_dir else None
     return dataclasses.replace(base, epochs=epochs, checkpoint_dir=ckpt)
 
 
-@register_handler(AnalyticThresholdConfig, finalize=finalize_masks_)
+@register_handler(AnalyticThresholdConfig, finalize=finalize_)
 def prune_analytic_(model: nn.Module, config: AnalyticThresholdConfig, train: DataLoader | None = None,
                     val: DataLoader | None = None, train_config: TrainConfig | None = None,
                     loss_fn: Callable = F.cross_entropy, metric: Callable = accuracy) -> AnalyticPruningResult:
     """Self-prune ``model`` in place.
 
     Without ``train`` only the parametrizations are attached: train with ``result.plugin`` in your own
-    :class:`~prunequant.training.Trainer`, then call :func:`harden_masks_` / :func:`~prunequant.pruning.base.
-    finalize_masks_`. With ``train``: ``config.epochs`` of joint weight/threshold training, optional snap to the
-    target, ``config.finetune_epochs`` with the hard mask fixed, then (``config.finalize``) exact zeros.
-    ``train_config`` supplies optimizer, lr, seed, device, checkpoints (its ``epochs`` is overridden).
+    :class:`~prunequant.training.Trainer`, then call :func:`finalize_`. With ``train``: ``config.epochs`` of
+    joint weight/threshold training, optional snap to the target, ``config.finetune_epochs`` with the hard mask
+    fixed, then (``config.finalize``) exact zeros. ``train_config`` supplies optimizer, lr, seed, device, checkpoints (its ``epochs`` is overridden).
     """
     items = attach_analytic_thresholds_(model, config)
     base = train_config or TrainConfig(lr=1e-3, progress=False)
@@ -131,5 +144,5 @@ def prune_analytic_(model: nn.Module, config: AnalyticThresholdConfig, train: Da
         result.history += [{"phase": "finetune", **h} for h in ft.fit(train, val)]
     result.sparsity = global_sparsity(model, config.include, config.exclude)
     if config.finalize:
-        finalize_masks_(model)
+        finalize_(model)
     return result

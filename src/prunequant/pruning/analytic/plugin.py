@@ -3,7 +3,8 @@ minimum-density projection and α annealing, with controller state in checkpoint
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn

@@ -8,7 +8,24 @@ from .mac_model import weight_uses
 from .planner import RoundPlan, RoundPlanner
 from .threshold import BisectionResult, SortedMagnitudes, bisect_q, pruning_error
 
-__all__ = ["MacBudgetConfig", "prune_mac_budget_", "MacBudgetResult", "RoundRecord", "LayerRound", "round_table",
-           "print_round", "allowance_factors", "layer_kind", "ALLOWANCE_RULES", "LAYER_KINDS", "SortedMagnitudes",
-           "bisect_q", "pruning_error", "BisectionResult", "RoundPlanner", "RoundPlan", "weight_uses",
-           "round_targets"]
+__all__ = [
+           "ALLOWANCE_RULES",
+           "LAYER_KINDS",
+           "BisectionResult",
+           "LayerRound",
+           "MacBudgetConfig",
+           "MacBudgetResult",
+           "RoundPlan",
+           "RoundPlanner",
+           "RoundRecord",
+           "SortedMagnitudes",
+           "allowance_factors",
+           "bisect_q",
+           "layer_kind",
+           "print_round",
+           "prune_mac_budget_",
+           "pruning_error",
+           "round_table",
+           "round_targets",
+           "weight_uses",
+]

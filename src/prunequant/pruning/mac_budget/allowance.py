@@ -10,7 +10,7 @@ harder, which is the patent's aim (reduce computation).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

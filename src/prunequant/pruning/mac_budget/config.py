@@ -5,8 +5,9 @@ its siblings US 10,832,135 / US 12,008,474 (the full specifications were not ava
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from ...errors import ConfigError
 from .allowance import ALLOWANCE_RULES, LAYER_KINDS

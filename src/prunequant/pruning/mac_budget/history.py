@@ -77,7 +77,7 @@ class MacBudgetResult:
         return path
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "MacBudgetResult":
+    def from_json(cls, path: str | Path) -> MacBudgetResult:
         d = json.loads(Path(path).read_text())
         d.pop("met_target", None)
         rounds = [RoundRecord(**{**r, "layers": [LayerRound(**x) for x in r["layers"]]}) for r in d.pop("rounds")]

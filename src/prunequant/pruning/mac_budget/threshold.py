@@ -92,7 +92,7 @@ class SortedMagnitudes:
     @classmethod
     @torch.no_grad()
     def build(cls, weights: list[Tensor], alive: list[Tensor] | None = None, norm: str = "l2",
-              error_scale: str = "power_mean", relative: bool = False) -> "SortedMagnitudes":
+              error_scale: str = "power_mean", relative: bool = False) -> SortedMagnitudes:
         """Sort the surviving (``alive``) weights of every layer; ``weights[l]`` any shape."""
         p = _norm_p(norm)
         if error_scale not in ERROR_SCALES:

@@ -1,0 +1,235 @@
+"""Weight MSE of PWLQ vs uniform quantization vs Lloyd-Max (the optimum for a level count).
+
+Part 1 reproduces the notes' Monte-Carlo table: unit normal truncated at m = 4, breakpoint p* = 1.392, uniform
+vs PWLQ (paper eq. 3 and the b-center variant) vs eq. 4, at 4/6/8 bits.
+
+Part 2 takes every trained reference model of the repo (digits CNN, MLP, ResNet-style, MobileNet-style; the
+glucose LSTM when the app exposes a trained one), folds BN as the PWLQ pipeline does, and for every weight
+reports the per-channel MSE of uniform-b, uniform-(b+1), PWLQ-b with 1/2/3 breakpoints (b-center variant,
+empirical breakpoints, plus the Gaussian closed form for 1 breakpoint) and Lloyd-Max with the same number of
+levels as each PWLQ scheme (started from the uniform and the PWLQ grid, best kept per channel).
+
+Layers whose channels hold no more weights than the scheme has levels are marked ``trivial`` (Lloyd-Max error
+~0) and left out of the Lloyd-Max ratio medians; the uniform ratio median uses every layer.
+
+Part 3 (``synthetic_rows``, reported apart from the goals): large-fan-in synthetic layers with Gaussian,
+Laplacian and Student-t weights, the regime of the paper's ImageNet nets (max/std 3..12), where the small
+digits layers (fan-in 9..576, max/std 1.6..3) say little about how close PWLQ gets to Lloyd-Max.
+
+    .venv/bin/python benchmarks/pwlq_mse.py --quick    # digits CNN + MLP, 4 bits, small MC (~30 s)
+    .venv/bin/python benchmarks/pwlq_mse.py            # all models, 3/4/6 bits
+
+Last stdout line: {"benchmark": "pwlq_mse", "mc_table": [...], "rows": [...],
+"pwlq_over_uniform_mse_4bit_median": ..., "pwlq_over_lloydmax_mse_4bit_median": ..., ...}
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from prunequant.models import train_reference
+from prunequant.pruning.base import prunable_modules
+from prunequant.quantization import (expected_error, find_breakpoints, fold_batchnorm, lloyd_max_mse,
+                                     pwlq_level_count, pwlq_levels, pwlq_quantize, quantize_symmetric)
+
+# notes part A.3, Monte-Carlo table (uniform, PWLQ eq. 3, PWLQ code pw-2, eq. 4)
+NOTES_MC = {4: (2.372e-2, 4.63e-3, 4.27e-3, 4.65e-3), 6: (1.343e-3, 2.371e-4, 2.326e-4, 2.372e-4),
+            8: (8.21e-5, 1.412e-5, 1.406e-5, 1.413e-5)}
+
+
+def mc_table(n_samples: int, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_samples, generator=g, dtype=torch.float64)
+    x = x[x.abs() <= 4.0]
+    m, p = torch.tensor([4.0], dtype=torch.float64), torch.tensor([[1.392]], dtype=torch.float64)
+    rows = []
+    for b, notes in NOTES_MC.items():
+        s = 2 * 4.0 / (2 ** b - 1)
+        uni = float(((torch.round(x / s).clamp(-2 ** (b - 1), 2 ** (b - 1) - 1) * s - x) ** 2).mean())
+        paper = float(((pwlq_quantize(x, b, p, m, variant="paper", dim=None) - x) ** 2).mean())
+        center = float(((pwlq_quantize(x, b, p, m, variant="b_center", dim=None) - x) ** 2).mean())
+        rows.append({"bits": b, "uniform": uni, "uniform_theory": 4 * 16 / (12 * (2 ** b - 1) ** 2),
+                     "pwlq_paper": paper, "pwlq_b_center": center,
+                     "eq4": float(expected_error(torch.tensor([1.392]), 4.0, b)),
+                     "notes": dict(zip(("uniform", "pwlq_paper", "pwlq_b_center", "eq4"), notes)),
+                     "pwlq_paper_over_eq4": paper / float(expected_error(torch.tensor([1.392]), 4.0, b))})
+    return rows
+
+
+def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(((a - b) ** 2).double().mean())
+
+
+def layer_rows(model_name: str, model, bits_list) -> list[dict]:
+    rows = []
+    for mname, module, pname in prunable_modules(model):
+        w = getattr(module, pname).detach()
+        K = w[0].numel()
+        for b in bits_list:
+            row = {"model": model_name, "layer": f"{mname}.{pname}", "shape": list(w.shape), "bits": b,
+                   "uniform_b": _mse(quantize_symmetric(w, b), w), "uniform_b1": _mse(quantize_symmetric(w, b + 1), w)}
+            m = w.flatten(1).abs().amax(1)
+            for n in (1, 2, 3):
+                p = find_breakpoints(w, b, "empirical", n)
+                row[f"pwlq{n}"] = _mse(pwlq_quantize(w, b, p, m), w)
+                L = pwlq_level_count(b, n)
+                row[f"lloydmax{n}"], _ = lloyd_max_mse(w, L, inits=[pwlq_levels(b, p.flatten(1), m)])
+                row[f"levels{n}"] = L
+                row[f"trivial{n}"] = K <= L
+                if n == 1:
+                    row["center_fraction"] = float((w.flatten(1).abs() < p[:, :1]).float().mean())
+                    row["breakpoint_ratio_mean"] = float((p[:, 0] / m.clamp(min=1e-30)).mean())
+            row["pwlq1_gaussian_closed"] = _mse(pwlq_quantize(w, b, find_breakpoints(w, b, "gaussian_closed"), m), w)
+            row["max_over_std_median"] = float((m / w.flatten(1).std(1).clamp(min=1e-12)).median()) if K > 1 else None
+            rows.append(row)
+    return rows
+
+
+def synthetic_rows(quick: bool, seed: int) -> list[dict]:
+    """4-bit ratios on large-fan-in synthetic layers (the paper's regime, max/std 3..12): Gaussian, Laplacian,
+    Student-t with 5 and 3 degrees of freedom. Not trained weights; reported separately from the goals."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(64, 576)] if quick else [(64, 576), (128, 1152), (256, 2304)]
+    out = []
+    for dist in ("gaussian", "laplace", "student_t5", "student_t3"):
+        for C, K in shapes:
+            z = torch.randn(C, K, generator=g)
+            if dist == "laplace":
+                u = torch.rand(C, K, generator=g) - 0.5
+                z = -torch.sign(u) * torch.log1p(-2 * u.abs())
+            elif dist.startswith("student"):
+                dof = int(dist[-1])
+                z = z / (torch.randn(dof, C, K, generator=g).pow(2).sum(0) / dof).sqrt()
+            w = z * torch.exp(0.3 * torch.randn(C, 1, generator=g))
+            m = w.abs().amax(1)
+            row = {"dist": dist, "shape": [C, K], "bits": 4,
+                   "max_over_std_median": float((m / w.std(1)).median()),
+                   "uniform_b": _mse(quantize_symmetric(w, 4), w)}
+            for n in (1, 2, 3):
+                p = find_breakpoints(w, 4, "empirical", n)
+                row[f"pwlq{n}"] = _mse(pwlq_quantize(w, 4, p, m), w)
+                row[f"lloydmax{n}"], _ = lloyd_max_mse(w, pwlq_level_count(4, n), inits=[pwlq_levels(4, p, m)])
+                row[f"pwlq{n}_over_uniform"] = row[f"pwlq{n}"] / row["uniform_b"]
+                row[f"pwlq{n}_over_lloydmax"] = row[f"pwlq{n}"] / row[f"lloydmax{n}"]
+            out.append(row)
+    return out
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(rows: list[dict], bits: int) -> dict:
+    sel = [r for r in rows if r["bits"] == bits]
+    out = {f"pwlq_over_uniform_mse_{bits}bit_median": _median([r["pwlq1"] / r["uniform_b"] for r in sel]),
+           f"pwlq_over_uniform_b1_mse_{bits}bit_median": _median([r["pwlq1"] / r["uniform_b1"] for r in sel]),
+           f"gaussian_closed_over_empirical_{bits}bit_median":
+               _median([r["pwlq1_gaussian_closed"] / r["pwlq1"] for r in sel])}
+    for n in (1, 2, 3):
+        key = "pwlq_over_lloydmax_mse" if n == 1 else f"pwlq{n}_over_lloydmax_mse"
+        ok = [r for r in sel if not r[f"trivial{n}"] and r[f"lloydmax{n}"] > 0]
+        out[f"{key}_{bits}bit_median"] = _median([r[f"pwlq{n}"] / r[f"lloydmax{n}"] for r in ok])
+        out[f"{key}_{bits}bit_layers"] = len(ok)
+        out[f"pwlq{n}_over_uniform_mse_{bits}bit_median"] = _median([r[f"pwlq{n}"] / r["uniform_b"] for r in sel])
+    out[f"layers_{bits}bit"] = len(sel)
+    return out
+
+
+def plot(rows: list[dict], bits: int, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sel = [r for r in rows if r["bits"] == bits]
+    labels = [f"{r['model']}:{r['layer'].removesuffix('.weight')}" for r in sel]
+    fig, ax = plt.subplots(figsize=(max(8, 0.35 * len(sel)), 4.5))
+    xs = range(len(sel))
+    for key, lab in (("uniform_b1", f"uniform {bits + 1}b"), ("pwlq1", "PWLQ 1 bp"), ("pwlq2", "PWLQ 2 bp"),
+                     ("pwlq3", "PWLQ 3 bp"), ("lloydmax1", "Lloyd-Max (levels of PWLQ 1 bp)")):
+        ax.plot(xs, [r[key] / r["uniform_b"] for r in sel], "o-" if "pwlq" in key else "s--", ms=3, label=lab)
+    ax.axhline(0.2, color="k", lw=0.8, ls=":", label="goal 0.2")
+    ax.set_yscale("log")
+    ax.set_xticks(list(xs), labels, rotation=90, fontsize=6)
+    ax.set_ylabel(f"MSE / uniform {bits}-bit MSE")
+    ax.set_title(f"Per-layer weight MSE at {bits} bits (per channel, BN folded)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def glucose_model():
+    """The trained glucose LSTM, if the app provides one (None otherwise)."""
+    try:
+        from prunequant.apps import glucose
+    except ImportError:
+        return None
+    fn = getattr(glucose, "train_reference_glucose", None) or getattr(glucose, "train_reference", None)
+    if fn is None:
+        return None
+    out = fn(seed=0)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="digits CNN + MLP at 4 bits, 1M Monte-Carlo samples")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/out"), help="folder for the JSON and plot")
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    mc = mc_table(1_000_000 if args.quick else 8_000_000, args.seed)
+    for r in mc:
+        print(f"MC {r['bits']}b: uniform {r['uniform']:.4g} (notes {r['notes']['uniform']:.4g}), PWLQ eq.3 "
+              f"{r['pwlq_paper']:.4g} ({r['notes']['pwlq_paper']:.4g}), b-center {r['pwlq_b_center']:.4g} "
+              f"({r['notes']['pwlq_b_center']:.4g}), eq.4 {r['eq4']:.4g}")
+    names = ["digits_cnn", "mlp"] if args.quick else ["digits_cnn", "mlp", "resnet_small", "mobilenet_small"]
+    bits_list = [4] if args.quick else [3, 4, 6]
+    rows, models = [], {}
+    for name in names:
+        model, acc = train_reference(name, seed=args.seed)
+        fold_batchnorm(model)
+        models[name] = acc
+        rows += layer_rows(name, model, bits_list)
+        print(f"{name}: trained (test acc {acc:.4f}), {len(prunable_modules(model))} weights measured")
+    g = None if args.quick else glucose_model()
+    if g is not None:
+        rows += layer_rows("glucose_lstm", g, bits_list)
+    synthetic = synthetic_rows(args.quick, args.seed)
+    for r in synthetic:
+        print(f"synthetic {r['dist']:10s} {r['shape']} max/std {r['max_over_std_median']:.1f}: PWLQ/uniform "
+              + " ".join(f"{r[f'pwlq{n}_over_uniform']:.3f}" for n in (1, 2, 3)) + ", PWLQ/Lloyd-Max "
+              + " ".join(f"{r[f'pwlq{n}_over_lloydmax']:.3f}" for n in (1, 2, 3)) + " (1/2/3 breakpoints)")
+    summary = {}
+    for b in bits_list:
+        summary.update(summarize(rows, b))
+    s4 = summarize(rows, 4)
+    result = {"benchmark": "pwlq_mse", "quick": args.quick, "seed": args.seed, "models": models,
+              "glucose_lstm": "measured" if g is not None else "not available (app exposes no trained model yet)",
+              "variant": "b_center", "breakpoints": "empirical", "mc_table": mc, "rows": rows, "synthetic_rows": synthetic,
+              **summary,
+              "goal_pwlq_le_0.2_uniform": s4["pwlq_over_uniform_mse_4bit_median"] <= 0.2,
+              "goal_pwlq_le_1.3_lloydmax": s4["pwlq_over_lloydmax_mse_4bit_median"] <= 1.3,
+              "goal_lloydmax_ratio_shrinks": s4["pwlq_over_lloydmax_mse_4bit_median"]
+              > s4["pwlq2_over_lloydmax_mse_4bit_median"] > s4["pwlq3_over_lloydmax_mse_4bit_median"],
+              "seconds": round(time.perf_counter() - t0, 1)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot(rows, 4, args.out / "pwlq_mse_4bit.png")
+    (args.out / "pwlq_mse.json").write_text(json.dumps(result, indent=1))
+    for k, v in summary.items():
+        if k.endswith("median"):
+            print(f"{k}: {v:.4f}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The two baselines the joint method is compared with, in the same code path (same quantizers, report, io):
+
+* :class:`MagnitudeQATConfig` - global magnitude pruning, then fixed-bit quantization-aware training: every
+  layer at ``wbits`` weights / ``abits`` feature maps with straight-through rounding (the joint quantizers with a
+  single candidate), masks fixed.
+* :class:`AnalyticPWLQConfig` - sequential: analytic-threshold self-pruning (with its fine-tune), then PWLQ
+  post-training quantization of the pruned model (:class:`~prunequant.quantization.PWLQConfig`).
+
+Both take a ``sparsity`` or a ``target_size_bytes``; for a size the sparsity is found by bisection on the
+report's storage formula for magnitude masks at the given bits (:func:`sparsity_for_size`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.utils.data import DataLoader
+
+from ..api import prune_, quantize_, register_handler
+from ..analysis.report import storage_bits
+from ..errors import ConfigError
+from ..pruning.analytic import AnalyticThresholdConfig
+from ..pruning.base import global_sparsity, prunable_modules
+from ..pruning.magnitude import apply_magnitude_masks_, magnitude_masks
+from ..quantization import PWLQConfig
+from ..quantization.base import check_bits
+from ..training import TrainConfig, Trainer, accuracy, evaluate
+from .config import JointConfig
+from .costs import fixed_param_bits
+from .handler import attach_joint_, finalize_, harden_
+
+
+def _check_target(sparsity: float | None, size: float | None) -> None:
+    if (sparsity is None) == (size is None):
+        raise ConfigError("give exactly one of sparsity or target_size_bytes")
+    if sparsity is not None and not 0.0 <= sparsity < 1.0:
+        raise ConfigError(f"sparsity must be in [0, 1), got {sparsity}")
+    if size is not None and not (math.isfinite(size) and size > 0):
+        raise ConfigError(f"target_size_bytes must be a finite number > 0, got {size}")
+
+
+@torch.no_grad()
+def size_at_sparsity(model: nn.Module, sparsity: float, wbits: int, state_bits_per_row: int = 64,
+                     granularity: str = "tensor", include=None, exclude=None) -> float:
+    """Bytes the report would count after global magnitude pruning to ``sparsity`` and ``wbits``-bit weights
+    (quantizer state: ``state_bits_per_row`` per scale row; rows = channels or 1 per tensor)."""
+    masks = magnitude_masks(model, sparsity, "global", include, exclude)
+    total, ids = 0, set()
+    for name, module, pname in prunable_modules(model, include, exclude):
+        w = getattr(module, pname).detach()
+        raw = module.parametrizations[pname].original if parametrize.is_parametrized(module, pname) \
+            else getattr(module, pname)
+        ids.add(id(raw))
+        rows = w.shape[0] if granularity == "channel" and w.dim() > 1 else 1
+        total += storage_bits(w * masks[f"{name}.{pname}" if name else pname], wbits, rows * state_bits_per_row)
+    return (total + fixed_param_bits(model, ids)) / 8
+
+
+def sparsity_for_size(model: nn.Module, target_bytes: float, wbits: int, state_bits_per_row: int = 64,
+                      granularity: str = "tensor", include=None, exclude=None, iters: int = 30) -> float:
+    """Smallest global magnitude sparsity whose report size at ``wbits`` is <= ``target_bytes``."""
+    if size_at_sparsity(model, 0.999, wbits, state_bits_per_row, granularity, include, exclude) > target_bytes:
+        raise ConfigError(f"{target_bytes:.0f} bytes are out of reach at {wbits} bits by pruning alone")
+    lo, hi = 0.0, 0.999
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if size_at_sparsity(model, mid, wbits, state_bits_per_row, granularity, include, exclude) > target_bytes:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+@dataclass
+class MagnitudeQATConfig:
+    """Baseline: global magnitude pruning to ``sparsity`` (or to ``target_size_bytes`` at ``wbits``), then
+    ``epochs`` of fixed-bit QAT (straight-through rounding, dynamic max scales, ``granularity`` scales)."""
+
+    sparsity: float | None = None
+    target_size_bytes: float | None = None
+    wbits: int = 4
+    abits: int | None = 4
+    granularity: str = "tensor"
+    epochs: int = 10
+    lr: float = 1e-3
+    finalize: bool = True
+    include: Sequence[str | type] | None = None
+    exclude: Sequence[str | type] | None = None
+
+    def __post_init__(self):
+        _check_target(self.sparsity, self.target_size_bytes)
+        check_bits(self.wbits, "wbits")
+        if self.abits is not None:
+            check_bits(self.abits, "abits")
+        if self.granularity not in ("tensor", "channel"):
+            raise ConfigError(f"granularity must be 'tensor' or 'channel', got {self.granularity!r}")
+        if self.epochs < 0:
+            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
+
+
+def _first_input(train: DataLoader):
+    b = next(iter(train))
+    return (b[0] if isinstance(b, (tuple, list)) else b)[:1]
+
+
+@register_handler(MagnitudeQATConfig, finalize=finalize_)
+def qat_after_magnitude_(model: nn.Module, config: MagnitudeQATConfig, train: DataLoader,
+                         val: DataLoader | None = None, train_config: TrainConfig | None = None,
+                         loss_fn: Callable = F.cross_entropy, metric: Callable = accuracy) -> dict[str, Any]:
+    """Prune by magnitude, then fixed-bit QAT; returns ``{"sparsity", "history", "val_metric"}``."""
+    s = config.sparsity
+    if s is None:
+        s = sparsity_for_size(model, config.target_size_bytes, config.wbits, 64, config.granularity,
+                              config.include, config.exclude)
+    apply_magnitude_masks_(model, s, "global", config.include, config.exclude)
+    jc = JointConfig(weight_bits=(config.wbits,), act_bits=(config.abits or 8,), quantize_acts=config.abits is not None,
+                     granularity=config.granularity, prune=False, epochs=0, finetune_epochs=config.epochs,
+                     include=config.include, exclude=config.exclude, verbose=False)
+    base = train_config or TrainConfig(progress=False, lr=config.lr, schedule="cosine")
+    calib = [b for _, b in zip(range(4), train)]
+    device = base.device if base.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    calib = [tuple(t.to(device) for t in b) for b in calib]
+    layers, fixed_bits, _ = attach_joint_(model, jc, calib, calib[0][0][:1])
+    harden_(model, layers=layers, fixed_bits=fixed_bits)
+    out: dict[str, Any] = {"sparsity": s}
+    if config.epochs > 0:
+        out["history"] = Trainer(model, dataclasses.replace(base, epochs=config.epochs), loss_fn=loss_fn,
+                                 metric=metric).fit(train, val)
+    if config.finalize:
+        finalize_(model)
+    if val is not None:
+        out["val_metric"] = evaluate(model, val, metric, device=device)
+    return out
+
+
+@dataclass
+class AnalyticPWLQConfig:
+    """Baseline: analytic-threshold pruning to ``sparsity`` (or the sparsity that meets ``target_size_bytes`` at
+    ``wbits`` under magnitude masks) with ``prune_epochs`` + ``finetune_epochs``, then PWLQ post-training
+    quantization (``wbits`` weights, ``abits`` feature maps; ``granularity``; no BN folding or bias correction by
+    default, because their per-channel state would dominate a size budget of a few kB)."""
+
+    sparsity: float | None = None
+    target_size_bytes: float | None = None
+    wbits: int = 4
+    abits: int | None = 4
+    granularity: str = "tensor"
+    prune_epochs: int = 20
+    finetune_epochs: int = 10
+    bias_correction: bool = False
+    fold_bn: bool = False
+    include: Sequence[str | type] | None = None
+    exclude: Sequence[str | type] | None = None
+
+    def __post_init__(self):
+        _check_target(self.sparsity, self.target_size_bytes)
+        check_bits(self.wbits, "wbits")
+        if self.abits is not None:
+            check_bits(self.abits, "abits")
+        if self.granularity not in ("tensor", "channel"):
+            raise ConfigError(f"granularity must be 'tensor' or 'channel', got {self.granularity!r}")
+
+
+@register_handler(AnalyticPWLQConfig)
+def analytic_then_pwlq_(model: nn.Module, config: AnalyticPWLQConfig, train: DataLoader,
+                        val: DataLoader | None = None, train_config: TrainConfig | None = None,
+                        loss_fn: Callable = F.cross_entropy, metric: Callable = accuracy) -> dict[str, Any]:
+    """Analytic pruning, then PWLQ PTQ; returns ``{"sparsity", "pruning", "quantization", "val_metric"}``."""
+    s = config.sparsity
+    if s is None:
+        s = sparsity_for_size(model, config.target_size_bytes, config.wbits, 64, config.granularity,
+                              config.include, config.exclude)
+    s = min(max(s, 1e-3), 0.99)
+    pr = prune_(model, AnalyticThresholdConfig(target_sparsity=s, epochs=config.prune_epochs,
+                                               finetune_epochs=config.finetune_epochs, finalize=True,
+                                               include=config.include, exclude=config.exclude),
+                train=train, val=val, train_config=train_config, loss_fn=loss_fn, metric=metric)
+    qr = quantize_(model, PWLQConfig(wbits=config.wbits, abits=config.abits, scheme="pwlq",
+                                     granularity=config.granularity, bias_correction=config.bias_correction,
+                                     fold_bn=config.fold_bn, lloyd_max=False,
+                                     quantize_pool_inputs=False), calibration_data=train)
+    out = {"sparsity": global_sparsity(model, config.include, config.exclude), "pruning": pr, "quantization": qr}
+    if val is not None:
+        out["val_metric"] = evaluate(model, val, metric)
+    return out

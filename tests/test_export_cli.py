@@ -1,0 +1,38 @@
+"""CLI: ``prunequant export`` (pq and onnx) and ``prunequant bench`` on a saved model file."""
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from prunequant.cli.main import app
+from prunequant.export import load_compressed
+from prunequant.io import save
+from prunequant.models import build_model
+
+torch.set_num_threads(1)
+
+
+def _last_json(output: str) -> dict:
+    return json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
+
+
+def test_export_pq_onnx_and_bench(tmp_path):
+    torch.manual_seed(0)
+    save(build_model("mlp"), tmp_path / "mlp.safetensors")
+    runner = CliRunner()
+    r = runner.invoke(app, ["export", str(tmp_path / "mlp.safetensors"), "--format", "pq", "--sparsity", "0.9",
+                            "--wbits", "4", "-o", str(tmp_path / "mlp.pq")])
+    assert r.exit_code == 0, r.output
+    info = _last_json(r.output)
+    assert info["size_ratio"] < 0.1  # 90 % sparse, 4-bit PWLQ codes + region bit, CSR/bitmap indices
+    loaded = load_compressed(tmp_path / "mlp.pq")
+    assert float((loaded.net[1].weight == 0).float().mean()) >= 0.89
+    r = runner.invoke(app, ["export", str(tmp_path / "mlp.pq"), "--format", "onnx", "-o", str(tmp_path / "m.onnx")])
+    assert r.exit_code == 0, r.output
+    assert _last_json(r.output)["rel_err"] < 1e-4
+    r = runner.invoke(app, ["bench", str(tmp_path / "mlp.pq"), "--batch", "1,8", "--repeats", "3"])
+    assert r.exit_code == 0, r.output
+    out = _last_json(r.output)
+    assert [row["batch"] for row in out["rows"]] == [1, 8] and all(row["fast_ms"] > 0 for row in out["rows"])
+    r = runner.invoke(app, ["export", str(tmp_path / "mlp.pq"), "--format", "tflite"])
+    assert r.exit_code != 0

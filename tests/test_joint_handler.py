@@ -1,0 +1,180 @@
+"""Joint pruning + mixed-precision QAT on real models: targets, hardening, finalization, storage, bad input."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from prunequant.analysis import report
+from prunequant.api import prune_quantize_
+from prunequant.data import digits_loaders
+from prunequant.errors import ConfigError, LayerError
+from prunequant.io import read_metadata, save
+from prunequant.joint import (JointConfig, SoftMixActQuant, SoftMixWeightQuant, TargetController, finalize_,
+                              harden_, joint_layers, repair_bits_)
+from prunequant.models import DigitsCNN, train_reference
+from prunequant.quantization.base import ActFakeQuant, WeightFakeQuant
+
+torch.set_num_threads(1)
+X1 = torch.zeros(1, 1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return digits_loaders(batch_size=64, seed=0)
+
+
+def _trained():
+    return train_reference("digits_cnn", seed=0)
+
+
+def _compressed_rows(rep):
+    return [r for r in rep.rows if r.type in ("Conv2d", "Linear")]
+
+
+def test_bit_and_sparsity_targets_are_met_on_digits_cnn(digits):
+    train, val, test = digits
+    model, acc = _trained()
+    cfg = JointConfig(target_wbits=3.0, target_abits=4.0, target_sparsity=0.8, epochs=4, finetune_epochs=1,
+                      verbose=False)
+    res = prune_quantize_(model, cfg, train=train, val=val)
+    m = res.measures
+    assert m["wbits"] <= 3.0 + 1e-9 and m["abits"] <= 4.0 + 1e-9
+    assert abs(m["sparsity"] - 0.8) < 0.01
+    # the finalized model reports the same per-layer bits and sparsity
+    rep = report(model, X1)
+    rows = {r.name: r for r in _compressed_rows(rep)}
+    for row in res.table:
+        r = rows[row["layer"].rsplit(".", 1)[0]]
+        assert r.weight_bits == max(2, row["wbits"]) and r.act_bits == row["abits"]
+    nnz = sum(int(torch.count_nonzero(mod.weight)) for mod in model.modules() if isinstance(mod, (nn.Conv2d, nn.Linear)))
+    n = sum(mod.weight.numel() for mod in model.modules() if isinstance(mod, (nn.Conv2d, nn.Linear)))
+    assert abs((1 - nnz / n) - m["sparsity"]) < 1e-9
+    assert res.val_metric_final > 0.8 and len(res.history) == 5
+
+
+def test_size_target_is_met_and_matches_report(digits):
+    train, val, _ = digits
+    model, _ = _trained()
+    res = prune_quantize_(model, JointConfig(target_size_bytes=6000, epochs=3, finetune_epochs=0, verbose=False),
+                          train=train)
+    rep = report(model, X1)
+    assert rep.total.bytes <= 6000 + 8  # the report rounds each layer up to whole bytes
+    assert abs(rep.total.bytes - res.measures["size_bytes"]) <= 8
+    assert "lambda_size_bytes" in res.history[0] and "tau" in res.history[0]
+
+
+@pytest.mark.parametrize("kw", [
+    dict(),
+    dict(weight_scheme="pwlq", granularity="channel"),
+    dict(weight_bits=(0, 2, 4, 8), mix_granularity="channel", granularity="channel"),
+    dict(weight_bits=(0, 3, 6), prune=False),
+])
+def test_finalize_equals_hardened_soft_model(digits, kw):
+    train, _, test = digits
+    torch.manual_seed(0)
+    model = DigitsCNN()
+    calib = [b for _, b in zip(range(3), train)]
+    res = prune_quantize_(model, JointConfig(verbose=False, **kw), calibration=calib, example_input=X1)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # random choices, so that several candidates (0 bits included) are picked
+        for mix in res.plugin.mixtures:
+            mix.logits.copy_(torch.randn(mix.logits.shape, generator=g))
+    harden_(model)
+    model.eval()
+    x = next(iter(test))[0]
+    with torch.no_grad():
+        hard = model(x)
+    finalize_(model)
+    with torch.no_grad():
+        final = model(x)
+    assert torch.equal(hard, final)
+    assert not any(isinstance(m, (SoftMixWeightQuant, SoftMixActQuant)) for m in model.modules())
+    for mod in model.modules():
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            assert isinstance(mod.parametrizations.weight[0], WeightFakeQuant)
+            assert isinstance(mod.input_quant, ActFakeQuant) and mod.prunequant_abits == mod.input_quant.bits
+
+
+def test_finalized_model_saves_with_bits(tmp_path, digits):
+    train, _, _ = digits
+    model, _ = _trained()
+    prune_quantize_(model, JointConfig(target_size_bytes=8000, target_abits=6, epochs=2, finetune_epochs=0,
+                                       verbose=False), train=train)
+    path = save(model, tmp_path / "joint.safetensors")
+    bits = read_metadata(path)["meta"]["layer_bits"]
+    assert bits["features.3"]["prunequant_wbits"] in (2, 3, 4, 6, 8)
+    assert bits["features.3"]["prunequant_abits"] in (2, 3, 4, 6, 8)
+
+
+def test_lstm_model_compresses_and_finalizes():
+    class Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(4, 12, batch_first=True)
+            self.head = nn.Linear(12, 1)
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[0][:, -1]).squeeze(-1)
+
+    torch.manual_seed(0)
+    x, y = torch.randn(96, 6, 4), torch.randn(96)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    model = Seq()
+    res = prune_quantize_(model, JointConfig(target_wbits=4, target_sparsity=0.5, epochs=2, finetune_epochs=1,
+                                             verbose=False), train=loader, loss_fn=F.mse_loss,
+                          metric=lambda o, t: -float(F.mse_loss(o, t)))
+    names = {l["layer"] for l in res.table}
+    assert {"lstm.weight_ih_l0", "lstm.weight_hh_l0", "head.weight"} <= names
+    assert res.measures["wbits"] <= 4 + 1e-9 and abs(res.measures["sparsity"] - 0.5) < 0.02
+    rep = report(model, x[:1])
+    assert rep.row("lstm").macs == 6 * 4 * 12 * (4 + 12) and rep.row("lstm").act_bits < 32
+
+
+def test_bad_input_is_named():
+    model = DigitsCNN()
+    with torch.no_grad():
+        model.features[3].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(LayerError, match="features.3"):
+        prune_quantize_(model, JointConfig(verbose=False), example_input=X1)
+    with pytest.raises(ConfigError, match="needs train="):
+        prune_quantize_(DigitsCNN(), JointConfig(verbose=False))
+    with pytest.raises(ConfigError, match="no module named"):
+        prune_quantize_(DigitsCNN(), JointConfig(include=["nope"], verbose=False), example_input=X1)
+    with pytest.raises(LayerError, match="no joint quantizers"):
+        finalize_(DigitsCNN())
+    with pytest.raises(LayerError, match="no prunable|no layers"):
+        prune_quantize_(nn.Sequential(nn.ReLU()), JointConfig(verbose=False), example_input=X1)
+
+
+def test_controller_dual_ascent_and_ramp():
+    c = TargetController({"wbits": 4.0}, {"wbits": 8.0}, ramp_steps=10, lr=0.5)
+    assert c.setpoint("wbits", 0) == 8.0 and c.setpoint("wbits", 10) == 4.0
+    assert 4.0 < c.setpoint("wbits", 5) < 8.0
+    c.update(10, {"wbits": 6.0})
+    assert math.isclose(c.lam["wbits"], 0.25)
+    soft = {"wbits": torch.tensor(6.0, requires_grad=True)}
+    loss = c.loss(soft)
+    loss.backward()
+    assert math.isclose(float(soft["wbits"].grad), 0.25 / 4.0)
+    for _ in range(5):
+        c.update(10, {"wbits": 3.0})
+    assert c.lam["wbits"] == 0.0 and c.loss(soft) is None
+    c2 = TargetController({"wbits": 1.0}, {})
+    c2.load_state_dict(c.state_dict())
+    assert c2.targets == c.targets and c2.lam == c.lam
+
+
+def test_repair_lowers_bits_until_target_holds(digits):
+    train, _, _ = digits
+    model = DigitsCNN()
+    calib = [b for _, b in zip(range(2), train)]
+    prune_quantize_(model, JointConfig(prune=False, verbose=False), calibration=calib, example_input=X1)
+    layers = joint_layers(model)
+    harden_(model, layers=layers)  # linear init: every choice at 8 bits
+    from prunequant.joint import hard_costs
+    assert hard_costs(layers, 0)["wbits"] == 8.0
+    moves = repair_bits_(layers, {"wbits": 5.0}, 0, keys=("wbits",))
+    assert moves > 0 and hard_costs(layers, 0)["wbits"] <= 5.0
