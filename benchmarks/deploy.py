@@ -7,7 +7,7 @@ training), at batch 1 and 64:
 * ``sparse_csr``      magnitude-pruned to 50/80/90/95 %, every layer forced to the CSR path;
 * ``int8_torch``      8-bit symmetric uniform weights, int8 path (torch.ao quantized engine, activations int8);
 * ``pwlq_int8``       4-bit PWLQ (1 breakpoint, empirical), forced to the int8-branch path;
-* ``pwlq_dequant_ref`` (Linear layers) the weight-only reference (dequantize packed codes every call + fp32 GEMM),
+* ``pwlq_dequant_ref`` (Linear layers up to 2048x2048) the weight-only reference (dequantize packed codes every call + fp32 GEMM),
   i.e. what the Triton kernel fuses on GPU - on CPU it only shows the unfused cost;
 * ``pwlq_sparse90_auto`` 90 % pruned + 4-bit PWLQ with the automatic per-layer choice;
 * ``dense_fp32_ort`` / ``int8_ort`` the fp32 model in onnxruntime, and onnxruntime's own static int8 QDQ
@@ -115,7 +115,9 @@ def bench_unit(label: str, make, x_by_batch: dict[int, torch.Tensor], repeats: i
             fns[k] = (lambda f=mod, x=x: f(x))
             meta[k] = 0.0
         pwlq_model = variants["pwlq_int8"][0]
-        if isinstance(pwlq_model, nn.Sequential) and len(pwlq_model) == 1 and isinstance(pwlq_model[0], nn.Linear):
+        # the unfused reference takes seconds per call on a 4096x4096 layer: only the smaller layers get this row
+        if isinstance(pwlq_model, nn.Sequential) and len(pwlq_model) == 1 and isinstance(pwlq_model[0], nn.Linear) \
+                and pwlq_model[0].weight.numel() <= 2 ** 22:
             wo = WeightOnlyLinear.from_module(pwlq_model[0])
             fns["pwlq_dequant_ref"] = lambda wo=wo, x=x: wo(x)
             meta["pwlq_dequant_ref"] = 0.0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import statistics
 import time
 import warnings
@@ -100,7 +101,7 @@ def main() -> None:
 
     rows = []
     for (name, scheme, wb, ab, bc), vals in acc.items():
-        ok = [v for v in vals if v == v]
+        ok = [v for v in vals if not math.isnan(v)]
         rows.append({"model": name, "scheme": scheme, "wbits": wb, "abits": ab, "bias_correction": bc,
                      "accuracy": round(statistics.mean(ok), 4) if ok else None,
                      "accuracy_per_seed": [round(v, 4) for v in vals]})

@@ -10,7 +10,9 @@ empirical breakpoints, plus the Gaussian closed form for 1 breakpoint) and Lloyd
 levels as each PWLQ scheme (started from the uniform and the PWLQ grid, best kept per channel).
 
 Layers whose channels hold no more weights than the scheme has levels are marked ``trivial`` (Lloyd-Max error
-~0) and left out of the Lloyd-Max ratio medians; the uniform ratio median uses every layer.
+~0) and left out of the Lloyd-Max ratio medians; the uniform ratio median uses every layer. Lloyd-Max fits the
+sample, so on small fan-ins it sits far below any fixed-shape grid; ``..._median_fanin_ge_8x_levels`` repeats
+the Lloyd-Max median over layers with at least 8 weights per level in each channel.
 
 Part 3 (``synthetic_rows``, reported apart from the goals): large-fan-in synthetic layers with Gaussian,
 Laplacian and Student-t weights, the regime of the paper's ImageNet nets (max/std 3..12), where the small
@@ -34,8 +36,16 @@ import torch
 
 from prunequant.models import train_reference
 from prunequant.pruning.base import prunable_modules
-from prunequant.quantization import (expected_error, find_breakpoints, fold_batchnorm, lloyd_max_mse,
-                                     pwlq_level_count, pwlq_levels, pwlq_quantize, quantize_symmetric)
+from prunequant.quantization import (
+    expected_error,
+    find_breakpoints,
+    fold_batchnorm,
+    lloyd_max_mse,
+    pwlq_level_count,
+    pwlq_levels,
+    pwlq_quantize,
+    quantize_symmetric,
+)
 
 # notes part A.3, Monte-Carlo table (uniform, PWLQ eq. 3, PWLQ code pw-2, eq. 4)
 NOTES_MC = {4: (2.372e-2, 4.63e-3, 4.27e-3, 4.65e-3), 6: (1.343e-3, 2.371e-4, 2.326e-4, 2.372e-4),
@@ -71,7 +81,7 @@ def layer_rows(model_name: str, model, bits_list) -> list[dict]:
         w = getattr(module, pname).detach()
         K = w[0].numel()
         for b in bits_list:
-            row = {"model": model_name, "layer": f"{mname}.{pname}", "shape": list(w.shape), "bits": b,
+            row = {"model": model_name, "layer": f"{mname}.{pname}", "shape": list(w.shape), "fan_in": K, "bits": b,
                    "uniform_b": _mse(quantize_symmetric(w, b), w), "uniform_b1": _mse(quantize_symmetric(w, b + 1), w)}
             m = w.flatten(1).abs().amax(1)
             for n in (1, 2, 3):
@@ -136,6 +146,9 @@ def summarize(rows: list[dict], bits: int) -> dict:
         ok = [r for r in sel if not r[f"trivial{n}"] and r[f"lloydmax{n}"] > 0]
         out[f"{key}_{bits}bit_median"] = _median([r[f"pwlq{n}"] / r[f"lloydmax{n}"] for r in ok])
         out[f"{key}_{bits}bit_layers"] = len(ok)
+        big = [r for r in ok if r["fan_in"] >= 8 * r[f"levels{n}"]]  # well-sampled channels only
+        out[f"{key}_{bits}bit_median_fanin_ge_8x_levels"] = _median([r[f"pwlq{n}"] / r[f"lloydmax{n}"] for r in big])
+        out[f"{key}_{bits}bit_fanin_ge_8x_levels_layers"] = len(big)
         out[f"pwlq{n}_over_uniform_mse_{bits}bit_median"] = _median([r[f"pwlq{n}"] / r["uniform_b"] for r in sel])
     out[f"layers_{bits}bit"] = len(sel)
     return out
@@ -165,17 +178,25 @@ def plot(rows: list[dict], bits: int, path: Path) -> None:
     plt.close(fig)
 
 
-def glucose_model():
-    """The trained glucose LSTM, if the app provides one (None otherwise)."""
+def glucose_model(seed: int):
+    """Train the glucose app's two-LSTM model on its simulated cohort (the app's default recipe, train subjects
+    only). Returns (model, note); model is None with the reason when the app cannot provide one."""
     try:
-        from prunequant.apps import glucose
-    except ImportError:
-        return None
-    fn = getattr(glucose, "train_reference_glucose", None) or getattr(glucose, "train_reference", None)
-    if fn is None:
-        return None
-    out = fn(seed=0)
-    return out[0] if isinstance(out, tuple) else out
+        from dataclasses import asdict
+
+        from prunequant.apps.glucose import GlucoseLSTM, TrainSettings, fit_glucose, simulate_cohort
+        from prunequant.apps.glucose.experiments import SimulatedRecipe
+        from prunequant.apps.glucose.simulate import SimulatorConfig
+
+        r = SimulatedRecipe()
+        cohort = simulate_cohort(range(r.n_train), SimulatorConfig(days=r.train_days, **r.simulator), seed, False)
+        x, y, _ = cohort.windows(r.window)
+        torch.manual_seed(seed)
+        model = GlucoseLSTM("timeseries", in_channels=x.shape[-1], **r.model)
+        fit_glucose(model, x, y, settings=TrainSettings(**{**asdict(r.train), "seed": seed, "progress": False}))
+        return model.eval(), f"trained on {x.shape[0]} simulated windows (SimulatedRecipe defaults)"
+    except Exception as e:  # noqa: BLE001 - the app is optional here; report why it is missing
+        return None, f"not available: {type(e).__name__}: {e}"
 
 
 def main() -> None:
@@ -201,9 +222,10 @@ def main() -> None:
         models[name] = acc
         rows += layer_rows(name, model, bits_list)
         print(f"{name}: trained (test acc {acc:.4f}), {len(prunable_modules(model))} weights measured")
-    g = None if args.quick else glucose_model()
+    g, g_note = (None, "skipped in --quick") if args.quick else glucose_model(args.seed)
     if g is not None:
         rows += layer_rows("glucose_lstm", g, bits_list)
+    print(f"glucose LSTM: {g_note}")
     synthetic = synthetic_rows(args.quick, args.seed)
     for r in synthetic:
         print(f"synthetic {r['dist']:10s} {r['shape']} max/std {r['max_over_std_median']:.1f}: PWLQ/uniform "
@@ -214,7 +236,7 @@ def main() -> None:
         summary.update(summarize(rows, b))
     s4 = summarize(rows, 4)
     result = {"benchmark": "pwlq_mse", "quick": args.quick, "seed": args.seed, "models": models,
-              "glucose_lstm": "measured" if g is not None else "not available (app exposes no trained model yet)",
+              "glucose_lstm": g_note,
               "variant": "b_center", "breakpoints": "empirical", "mc_table": mc, "rows": rows, "synthetic_rows": synthetic,
               **summary,
               "goal_pwlq_le_0.2_uniform": s4["pwlq_over_uniform_mse_4bit_median"] <= 0.2,

@@ -18,6 +18,13 @@ from prunequant.quantization.uniform import UniformWeightQuant
 torch.set_num_threads(1)
 
 
+def _pwlq(w, bits: int, n: int, variant: str = "b_center") -> PWLQWeightQuant:
+    """PWLQ with fixed breakpoints at 0.2/0.4/0.6 of each channel's max (no search: these tests check storage)."""
+    m = w.reshape(w.shape[0], -1).abs().amax(1)
+    p = m[:, None] * torch.tensor([0.2, 0.4, 0.6][:n])
+    return PWLQWeightQuant(bits, p, m, variant=variant)
+
+
 def _compress(model, scheme: str, sparsity: float = 0.8):
     """Attach masks / quantizers as the methods do (mask first, quantizer after)."""
     for name, mod, pname in prunable_modules(model):
@@ -32,11 +39,13 @@ def _compress(model, scheme: str, sparsity: float = 0.8):
             q = UniformWeightQuant.from_weight(w, 8, symmetric=False)
         if "tensor3" in scheme:
             q = UniformWeightQuant.from_weight(w, 3, dim=None)
-        for n in (1, 2, 3):
+        if "pwlq1" in scheme:
+            q = PWLQWeightQuant.from_weight(w, 4)  # the searched (empirical) breakpoint
+        for n in (2, 3):
             if f"pwlq{n}" in scheme:
-                q = PWLQWeightQuant.from_weight(w, 4, n_breakpoints=n)
+                q = _pwlq(w, 4, n)
         if "paper" in scheme:
-            q = PWLQWeightQuant.from_weight(w, 3, variant="paper")
+            q = _pwlq(w, 3, 1, variant="paper")
         if q is not None:
             if "bc" in scheme:
                 q.set_bias_correction(torch.full((w.shape[0],), 0.01), torch.full((w.shape[0],), 1.1))
@@ -207,3 +216,20 @@ def test_joint_mixed_precision_packs_each_channel_at_its_width(tmp_path):
     for e in res.entries:
         if e.kind == "q":
             assert e.bits < 6  # mean over channels of mixed 0..8-bit codes, not the widest width
+
+
+@pytest.mark.parametrize("scheme", ["pwlq", "uniform"])
+def test_quantize_pipeline_roundtrip(tmp_path, scheme):
+    """The real PTQ pipeline (BN folding, bias correction, 8-bit activation quantizers) round-trips exactly."""
+    from prunequant.api import quantize_
+    from prunequant.quantization import PWLQConfig
+
+    torch.manual_seed(8)
+    model = build_model("digits_cnn").eval()
+    quantize_(model, PWLQConfig(wbits=4, abits=8, scheme=scheme, lloyd_max=False),
+              calibration_data=torch.rand(64, 1, 8, 8))
+    x = torch.rand(5, 1, 8, 8)
+    res = export(model, tmp_path / "q.pq")
+    with torch.no_grad():
+        assert torch.equal(load_compressed(tmp_path / "q.pq")(x), model(x))
+    assert res.size_ratio < 0.25

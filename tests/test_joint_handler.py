@@ -143,6 +143,8 @@ def test_bad_input_is_named():
         prune_quantize_(DigitsCNN(), JointConfig(verbose=False))
     with pytest.raises(ConfigError, match="no module named"):
         prune_quantize_(DigitsCNN(), JointConfig(include=["nope"], verbose=False), example_input=X1)
+    with pytest.raises(ConfigError, match="out of reach"):
+        prune_quantize_(DigitsCNN(), JointConfig(target_size_bytes=500, verbose=False), example_input=X1)
     with pytest.raises(LayerError, match="no joint quantizers"):
         finalize_(DigitsCNN())
     with pytest.raises(LayerError, match="no prunable|no layers"):
@@ -162,6 +164,9 @@ def test_controller_dual_ascent_and_ramp():
     for _ in range(5):
         c.update(10, {"wbits": 3.0})
     assert c.lam["wbits"] == 0.0 and c.loss(soft) is None
+    eq = TargetController({"wbits": 4.0}, {}, lr=0.5, mode="equal")  # equality: an undershoot makes λ negative
+    eq.update(0, {"wbits": 3.0})
+    assert eq.lam["wbits"] < 0 and float(eq.loss(soft).detach()) < 0
     c2 = TargetController({"wbits": 1.0}, {})
     c2.load_state_dict(c.state_dict())
     assert c2.targets == c.targets and c2.lam == c.lam

@@ -18,8 +18,8 @@ from prunequant.pruning.analytic import (
     SparsityController,
     attach_analytic_thresholds_,
     finalize_,
-    harden_masks_,
     hard_sparsity,
+    harden_masks_,
     project_min_density_,
     sigmoid_abs,
     sigmoid_sq,
@@ -88,7 +88,7 @@ def _analytic_linear(granularity="layer", seed=0, dtype=D):
 
 @pytest.mark.parametrize("granularity", ["layer", "channel"])
 def test_gradcheck_pruned_layer(granularity):
-    lin, par = _analytic_linear(granularity)
+    lin, _par = _analytic_linear(granularity)
     names = ["parametrizations.weight.original", "parametrizations.weight.0.log_alpha",
              "parametrizations.weight.0.log_beta", "bias"]
     params = dict(lin.named_parameters())
@@ -209,10 +209,10 @@ def test_bad_inputs_raise_named_errors():
         prune_(ok, AnalyticThresholdConfig())
 
 
-@pytest.mark.parametrize("kw", [dict(target_sparsity=1.0), dict(target_sparsity=0.0), dict(penalty="l1"),
-                                dict(granularity="row"), dict(function="relu"), dict(beta_init=0.0),
-                                dict(min_density=0.2, target_sparsity=0.9), dict(alpha_max_ratio=0.0),
-                                dict(target_sparsity=None, penalty_weight=-1.0), dict(epochs=-1)])
+@pytest.mark.parametrize("kw", [{"target_sparsity": 1.0}, {"target_sparsity": 0.0}, {"penalty": "l1"},
+                                {"granularity": "row"}, {"function": "relu"}, {"beta_init": 0.0},
+                                {"min_density": 0.2, "target_sparsity": 0.9}, {"alpha_max_ratio": 0.0},
+                                {"target_sparsity": None, "penalty_weight": -1.0}, {"epochs": -1}])
 def test_config_validation(kw):
     with pytest.raises(ConfigError):
         AnalyticThresholdConfig(**kw)
@@ -226,6 +226,9 @@ def test_controller_setpoint_ramp_and_dual_ascent():
     assert c.update(100, 0.8) == pytest.approx(math.log(0.2 / 0.1))  # too dense -> λ grows
     c.update(100, 0.95)                                                # too sparse -> λ shrinks, never < 0
     assert c.lam == pytest.approx(max(0.0, math.log(2) + math.log(0.05 / 0.1)))
+    pi = SparsityController(target=0.5, lr=1.0, kp=10.0)
+    pi.update(0, 0.6)  # over target: integral clamps at 0, the proportional part makes λ negative
+    assert pi.integral == 0.0 and pi.lam == pytest.approx(10.0 * math.log(0.4 / 0.5))
     c2 = SparsityController(0.5)
     c2.load_state_dict(c.state_dict())
     assert c2.state_dict() == c.state_dict()

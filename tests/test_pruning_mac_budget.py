@@ -199,3 +199,19 @@ def test_bad_input_is_named():
                 {"max_pruned": {"convv": 0.5}}, {"allowance": "flops"}, {"rounds": 0}):
         with pytest.raises(ConfigError):
             MacBudgetConfig(**bad)
+
+
+def test_cli_mac_budget(tmp_path):
+    from typer.testing import CliRunner
+
+    from prunequant.cli.main import app
+    from prunequant.io import load
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["prune", "digits_cnn", "--method", "mac-budget", "--mac-reduction", "0.4",
+                                 "--rounds", "1", "--retrain-epochs", "1", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    info = json.loads((out / "result.json").read_text())
+    assert info["met_target"] and abs(info["mac_reduction"] - 0.4) <= 0.01
+    assert abs(_reduction(load(out / "model.safetensors")) - info["mac_reduction"]) < 1e-9
+    assert (out / "history.json").exists() and (out / "prune.png").exists()

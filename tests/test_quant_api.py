@@ -11,8 +11,14 @@ from prunequant import quantize_
 from prunequant.analysis import report
 from prunequant.errors import ConfigError, LayerError
 from prunequant.models import DigitsCNN, ResNetSmall
-from prunequant.quantization import (ActFakeQuant, PWLQConfig, PWLQWeightQuant, UniformWeightQuant,
-                                     WeightFakeQuant, finalize_quantization_)
+from prunequant.quantization import (
+    ActFakeQuant,
+    PWLQConfig,
+    PWLQWeightQuant,
+    UniformWeightQuant,
+    WeightFakeQuant,
+    finalize_quantization_,
+)
 
 torch.set_num_threads(1)
 
@@ -28,7 +34,7 @@ def _cnn(seed=0, cls=DigitsCNN):
 
 
 def _quant(module, name="weight"):
-    return [p for p in module.parametrizations[name] if isinstance(p, WeightFakeQuant)][0]
+    return next(p for p in module.parametrizations[name] if isinstance(p, WeightFakeQuant))
 
 
 def test_quantize_cnn_pwlq_default_pipeline():
@@ -171,11 +177,13 @@ def test_bad_layers_and_configs_are_named():
     quantize_(model, PWLQConfig(abits=None, skip=["classifier"]))  # skipping it works
     with pytest.raises(ConfigError, match="calibration_data"):
         quantize_(_cnn(), PWLQConfig(abits=8))
-    for bad in (dict(wbits=1), dict(wbits=17), dict(abits=0), dict(variant="x"), dict(n_breakpoints=4),
-                dict(breakpoint_method="gaussian_closed", n_breakpoints=2), dict(calibration="mean"),
-                dict(granularity="row"), dict(skip="classifier")):
+    for bad in ({"wbits": 1}, {"wbits": 17}, {"abits": 0}, {"variant": "x"}, {"n_breakpoints": 4},
+                {"breakpoint_method": "gaussian_closed", "n_breakpoints": 2}, {"calibration": "mean"},
+                {"granularity": "row"}, {"skip": "classifier"}):
         with pytest.raises(ConfigError):
             PWLQConfig(**bad)
+    with pytest.raises(LayerError, match="already quantized"):
+        quantize_(model, PWLQConfig(abits=None, skip=["classifier"]))
     with pytest.raises(LayerError, match="no Linear"):
         quantize_(nn.Sequential(nn.ReLU()), PWLQConfig(abits=None))
 

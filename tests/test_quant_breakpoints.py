@@ -4,8 +4,14 @@ import pytest
 import torch
 
 from prunequant.errors import ConfigError, LayerError
-from prunequant.quantization import (ChannelErrors, bisect_breakpoints, closed_form_breakpoint, expected_error,
-                                     find_breakpoints, pwlq_quantize)
+from prunequant.quantization import (
+    ChannelErrors,
+    bisect_breakpoints,
+    closed_form_breakpoint,
+    expected_error,
+    find_breakpoints,
+    pwlq_quantize,
+)
 
 torch.set_num_threads(1)
 

@@ -4,9 +4,17 @@ import torch
 from torch import nn
 
 from prunequant.errors import ConfigError, ShapeError
-from prunequant.quantization import (ActFakeQuant, PWLQWeightQuant, RangeObserver, UniformWeightQuant,
-                                     apply_bias_correction, attach_input_quant, bias_correction_terms,
-                                     calibrate_ranges, detach_input_quant)
+from prunequant.quantization import (
+    ActFakeQuant,
+    PWLQWeightQuant,
+    RangeObserver,
+    UniformWeightQuant,
+    apply_bias_correction,
+    attach_input_quant,
+    bias_correction_terms,
+    calibrate_ranges,
+    detach_input_quant,
+)
 
 torch.set_num_threads(1)
 

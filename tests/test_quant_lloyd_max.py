@@ -1,8 +1,18 @@
 """Lloyd-Max reference: never above its initial grids (uniform, PWLQ), monotone, exact on clustered data."""
+import itertools
+
 import torch
 
-from prunequant.quantization import (find_breakpoints, lloyd_max, lloyd_max_mse, nearest_level_sse,
-                                     pwlq_level_count, pwlq_levels, pwlq_quantize, uniform_levels)
+from prunequant.quantization import (
+    find_breakpoints,
+    lloyd_max,
+    lloyd_max_mse,
+    nearest_level_sse,
+    pwlq_level_count,
+    pwlq_levels,
+    pwlq_quantize,
+    uniform_levels,
+)
 
 torch.set_num_threads(1)
 
@@ -33,7 +43,7 @@ def test_never_above_pwlq_and_uniform_and_monotone():
         assert abs(mse - float(lm_sse.sum()) / w.numel()) < 1e-9
         # more iterations never raise the error
         e = [float(lloyd_max(w, grid, max_iter=k)[1].sum()) for k in (1, 3, 10, 50)]
-        assert all(a >= b - 1e-9 for a, b in zip(e, e[1:]))
+        assert all(a >= b - 1e-9 for a, b in itertools.pairwise(e))
 
 
 def test_sorted_error_equals_brute_force():

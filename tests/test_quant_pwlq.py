@@ -6,8 +6,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prunequant.errors import LayerError, ShapeError
-from prunequant.quantization import (PWLQWeightQuant, expected_error, find_breakpoints, pwlq_codes,
-                                     pwlq_dequantize, pwlq_level_count, pwlq_levels, pwlq_quantize)
+from prunequant.quantization import (
+    PWLQWeightQuant,
+    expected_error,
+    find_breakpoints,
+    pwlq_codes,
+    pwlq_dequantize,
+    pwlq_level_count,
+    pwlq_levels,
+    pwlq_quantize,
+)
 from prunequant.quantization.pwlq import bounds, region_steps
 
 torch.set_num_threads(1)

@@ -3,9 +3,17 @@ import pytest
 import torch
 
 from prunequant.errors import ConfigError, LayerError, ShapeError
-from prunequant.quantization import (UniformWeightQuant, affine_qparams, check_bits, quantize_affine,
-                                     quantize_symmetric, symmetric_scale, uniform_codes, uniform_dequantize,
-                                     uniform_quantize)
+from prunequant.quantization import (
+    UniformWeightQuant,
+    affine_qparams,
+    check_bits,
+    quantize_affine,
+    quantize_symmetric,
+    symmetric_scale,
+    uniform_codes,
+    uniform_dequantize,
+    uniform_quantize,
+)
 
 torch.set_num_threads(1)
 

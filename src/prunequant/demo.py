@@ -43,6 +43,13 @@ def step_baseline(ctx: DemoContext) -> None:
     ctx.results["baseline"] = {"accuracy": ctx.accuracy, "params": rep.total.params, "macs": rep.total.macs}
 
 
+def step_analytic(ctx: DemoContext) -> None:
+    """Self-pruning with learned thresholds h(w) to 90% sparsity vs global magnitude (docs/analytic_pruning.md)."""
+    from .pruning.analytic.demo_step import run_demo_step
+
+    run_demo_step(ctx)
+
+
 def step_mac_budget(ctx: DemoContext) -> None:
     """MAC-budget pruning to 50% fewer effective MACs vs uniform-rate magnitude (docs/mac_budget_pruning.md)."""
     from .pruning.mac_budget.demo_step import run_demo_step
@@ -57,10 +64,19 @@ def step_quantize(ctx: DemoContext) -> None:
     run_demo_step(ctx)
 
 
+def step_joint(ctx: DemoContext) -> None:
+    """Joint pruning + soft mixed-precision QAT to 1/32 of the fp32 size, 4-bit feature maps (docs/joint.md)."""
+    from .joint.demo_step import run_demo_step
+
+    run_demo_step(ctx)
+
+
 DEMO_STEPS: dict[str, Callable[[DemoContext], None]] = {
     "baseline": step_baseline,
+    "analytic": step_analytic,
     "mac-budget": step_mac_budget,
     "quantize": step_quantize,
+    "joint": step_joint,
 }
 
 

@@ -16,6 +16,8 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("prunequant.cli.export", "export", "command"), ("prunequant.cli.export", "bench", "command"),
     ("prunequant.cli.quantize", "quantize", "command"),
     ("prunequant.cli.joint", "joint", "command"),
+    ("prunequant.cli.prune", "prune", "command"),
+    ("prunequant.cli.glucose", "glucose", "group"),
 ]
 
 

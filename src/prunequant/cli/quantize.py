@@ -30,12 +30,15 @@ def quantize(
     n_breakpoints: int = typer.Option(1, "--n-breakpoints", help="1, 2 or 3."),
     bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction"),
     calibration: str = typer.Option("topk_median", help="topk_median, percentile or minmax."),
-    skip: list[str] = typer.Option([], "--skip", help="Module name/pattern left in float (repeatable)."),
-    keep_8bit: list[str] = typer.Option([], "--keep-8bit", help="Module name/pattern kept at 8 bits (repeatable)."),
-    data: Path | None = typer.Option(None, "--data", help="CSV/NPZ of calibration inputs (default: 512 digits "
-                                                           "training images)."),
+    skip: list[str] | None = typer.Option(  # noqa: B008 - typer's idiom
+        None, "--skip", help="Module name/pattern left in float (repeatable)."),
+    keep_8bit: list[str] | None = typer.Option(  # noqa: B008
+        None, "--keep-8bit", help="Module name/pattern kept at 8 bits (repeatable)."),
+    data: Path | None = typer.Option(  # noqa: B008
+        None, "--data", help="CSV/NPZ of calibration inputs (default: 512 digits training images)."),
     input_shape: str = typer.Option("1,8,8", "--input-shape", help="Per-sample shape of --data rows."),
-    out: Path = typer.Option(Path("quantize_out"), "--out", help="Folder for result.json, weights.png, model."),
+    out: Path = typer.Option(  # noqa: B008
+        "quantize_out", "--out", help="Folder for result.json, weights.png, model."),
     seed: int = typer.Option(0, help="Training / calibration sampling seed."),
 ) -> None:
     """Quantize MODEL after training (no retraining): fold BN, calibrate activations, quantize weights per
@@ -57,8 +60,8 @@ def quantize(
     try:
         cfg = PWLQConfig(wbits=wbits, abits=abits or None, scheme=method, granularity=granularity, variant=variant,
                          breakpoint_method=breakpoints, n_breakpoints=n_breakpoints,
-                         bias_correction=bias_correction, calibration=calibration, skip=tuple(skip),
-                         keep_8bit=tuple(keep_8bit))
+                         bias_correction=bias_correction, calibration=calibration, skip=tuple(skip or ()),
+                         keep_8bit=tuple(keep_8bit or ()))
         splits = digits_splits(0)
         if model in REFERENCE_EPOCHS:
             console.print(f"training reference model [bold]{model}[/] on digits (seed {seed}) ...")

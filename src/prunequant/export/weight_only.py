@@ -15,8 +15,10 @@ uniform ``w = (q - zp) * scale``; PWLQ ``k = q if q >= 0 else -q - 1``, ``v = lo
 
 :func:`weight_only_matmul_reference` does this in torch (tested on CPU: the dequantized matrix equals the fake-quant
 weight bit for bit). :func:`weight_only_matmul_triton` is the fused CUDA kernel (dequantize in registers, both
-PWLQ regions, fp16 tensor-core dot with fp32 accumulation). **The Triton kernel has not been run in this
-repository's CI (no GPU); ``benchmarks/gpu_kernels.py`` checks it against the reference when CUDA + Triton exist.**
+PWLQ regions, fp16 tensor-core dot with fp32 accumulation). **The kernel has never been compiled for or run on a
+GPU here (no GPU in development or CI).** Its logic (indexing, masks, both regions, bias correction) was checked
+against the reference under Triton's CPU interpreter (``TRITON_INTERPRET=1`` with triton installed; the test skips
+without triton); ``benchmarks/gpu_kernels.py`` checks and times it on a CUDA machine.
 """
 from __future__ import annotations
 

@@ -50,7 +50,9 @@ class JointConfig:
       as :func:`prunequant.analysis.report` counts it; ``target_bops``: bit-operations Σ eff. MACs·b_w·b_a.
     * ``loss_weights``: fixed λ per term ("wbits", "abits", "size_bytes", "bops", "sparsity") used when that
       term has no target (hand-tuned mode); with a target it is only λ's starting value.
-    * ``dual_lr``: step of the dual ascent λ ← max(0, λ + dual_lr · relative violation), per optimizer step.
+    * ``target_mode``: "at_most" (default; λ >= 0, targets are upper bounds) or "equal" (λ of either sign, the
+      measure tracks its setpoint; oscillates more on the digits CNN). Hardening enforces measure <= target.
+    * ``dual_lr``: step of the dual ascent λ ← λ + dual_lr · (measure / setpoint − 1), per optimizer step.
     * ``target_ramp``: fraction of the soft phase over which every setpoint moves (cubic) from the starting
       value to its target.
 
@@ -78,6 +80,7 @@ class JointConfig:
     target_sparsity: float | None = None
     target_size_bytes: float | None = None
     target_bops: float | None = None
+    target_mode: str = "at_most"
     loss_weights: dict = field(default_factory=dict)
     dual_lr: float = 0.05
     target_ramp: float = 0.5
@@ -117,6 +120,8 @@ class JointConfig:
             raise ConfigError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
         if self.mix_granularity not in MIX_GRANULARITIES:
             raise ConfigError(f"mix_granularity must be one of {MIX_GRANULARITIES}, got {self.mix_granularity!r}")
+        if self.target_mode not in ("equal", "at_most"):
+            raise ConfigError(f"target_mode must be 'equal' or 'at_most', got {self.target_mode!r}")
         if self.finetune_schedule not in ("cosine", "constant"):
             raise ConfigError(f"finetune_schedule must be 'cosine' or 'constant', got {self.finetune_schedule!r}")
         if self.logit_init not in ("linear", "uniform"):

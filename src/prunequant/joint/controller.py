@@ -1,12 +1,12 @@
 """Reaching bit, size and BOP targets without hand-tuned loss weights.
 
 * :class:`TargetController` - one Lagrange multiplier per target, updated by dual ascent on the *hard* (finalized)
-  measure: λ_k ← max(0, λ_k + lr · (measure_k / setpoint_k − 1)); the loss adds λ_k · soft_k / target_k. The
+  measure: λ_k ← λ_k + lr · (measure_k / setpoint_k − 1); the loss adds λ_k · soft_k / target_k. The
   setpoint moves (cubic) from the starting value to the target over the ramp, so compression is gradual.
 * :func:`repair_bits_` - at hardening, lower chosen bit-widths greedily (smallest drop in logit per unit of
   violation removed) until the bit/size/BOP targets hold.
 * :func:`snap_beta_` - at hardening, scale every β by one common factor (bisection) so size or BOPs meet their
-  target with the fewest weights removed.
+  target with the fewest weights removed; :func:`snap_sparsity_` likewise for the sparsity target.
 """
 from __future__ import annotations
 
@@ -15,23 +15,27 @@ from typing import Callable
 
 import torch
 
-from ..pruning.analytic import AnalyticThreshold
+from ..errors import ConfigError
+from ..pruning.analytic import AnalyticThreshold, project_min_density_
 from .costs import JointLayer, hard_costs
 
 RELATIVE_TOL = 1e-6
 
 
 class TargetController:
-    """Dual ascent for inequality constraints ``measure_k <= target_k`` (k in wbits, abits, size_bytes, bops).
+    """Dual ascent on ``measure_k = setpoint_k`` (k in wbits, abits, size_bytes, bops).
 
-    ``initial``: the measures at the start (setpoints ramp from there); ``lam``: starting multipliers.
+    ``mode="at_most"`` (default): λ >= 0, a pure upper bound; ``"equal"``: λ may turn negative when the measure
+    falls below its setpoint, so an overshoot is undone (as the analytic sparsity controller does). ``initial``: the measures at the start (setpoints ramp from there); ``lam``: starting λ.
     """
 
     def __init__(self, targets: dict[str, float], initial: dict[str, float], ramp_steps: int = 0,
-                 lr: float = 0.05, lam: dict[str, float] | None = None):
+                 lr: float = 0.05, lam: dict[str, float] | None = None, mode: str = "at_most"):
+        if mode not in ("equal", "at_most"):
+            raise ConfigError(f"target mode must be 'equal' or 'at_most', got {mode!r}")
         self.targets = dict(targets)
         self.initial = {k: float(initial.get(k, v)) for k, v in self.targets.items()}
-        self.ramp_steps, self.lr = int(ramp_steps), float(lr)
+        self.ramp_steps, self.lr, self.mode = int(ramp_steps), float(lr), mode
         self.lam = {k: float((lam or {}).get(k, 0.0)) for k in self.targets}
 
     def setpoint(self, key: str, step: int) -> float:
@@ -44,21 +48,23 @@ class TargetController:
     def update(self, step: int, measures: dict[str, float]) -> None:
         for k in self.targets:
             v = measures[k] / self.setpoint(k, step) - 1.0
-            self.lam[k] = max(0.0, self.lam[k] + self.lr * v)
+            lam = self.lam[k] + self.lr * v
+            self.lam[k] = max(0.0, lam) if self.mode == "at_most" else lam
 
     def loss(self, soft: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        terms = [self.lam[k] * soft[k] / self.targets[k] for k in self.targets if self.lam[k] > 0]
+        terms = [self.lam[k] * soft[k] / self.targets[k] for k in self.targets if self.lam[k] != 0]
         return sum(terms) if terms else None
 
     def state_dict(self) -> dict:
         return {"lam": dict(self.lam), "initial": dict(self.initial), "targets": dict(self.targets),
-                "ramp_steps": self.ramp_steps}
+                "ramp_steps": self.ramp_steps, "mode": self.mode}
 
     def load_state_dict(self, state: dict) -> None:
         self.lam = {k: float(v) for k, v in state["lam"].items()}
         self.initial = {k: float(v) for k, v in state["initial"].items()}
         self.targets = {k: float(v) for k, v in state["targets"].items()}
         self.ramp_steps = int(state["ramp_steps"])
+        self.mode = state.get("mode", self.mode)
 
 
 def violations(measures: dict[str, float], targets: dict[str, float], tol: float = 0.0) -> dict[str, float]:
@@ -135,26 +141,54 @@ def repair_bits_(layers: list[JointLayer], targets: dict[str, float], fixed_bits
 
 @torch.no_grad()
 def snap_beta_(layers: list[JointLayer], targets: dict[str, float], fixed_bits: int, tol: float = 0.0,
-               keys: tuple[str, ...] = ("size_bytes", "bops"), iters: int = 50) -> float:
-    """Scale every analytic β by the smallest common factor c >= 1 that meets the ``keys`` targets; returns c
-    (1.0 if they already hold; the largest factor tried if they cannot be met)."""
+               keys: tuple[str, ...] = ("size_bytes", "bops"), min_density: float = 0.0, iters: int = 50) -> float:
+    """Scale every analytic β by the smallest common factor c >= 1 that meets the ``keys`` targets (each group
+    keeping ``min_density`` of its weights); returns c (1.0 if they already hold; the largest factor tried if
+    they cannot be met)."""
     active = {k: v for k, v in targets.items() if k in keys}
-    pars = [l.mask for l in layers if isinstance(l.mask, AnalyticThreshold)]
-    if not active or not pars:
+    items = [(l.mask, l.raw) for l in layers if isinstance(l.mask, AnalyticThreshold)]
+    if not active or not items:
         return 1.0
     if not violations(hard_costs(layers, fixed_bits), active, tol):
         return 1.0
+
+    def bad(log_c: float) -> bool:
+        return bool(violations(hard_costs(layers, fixed_bits, math.exp(log_c), min_density), active, tol))
+
     lo, hi = 0.0, 8.0  # log c
-    if violations(hard_costs(layers, fixed_bits, math.exp(hi)), active, tol):
-        c = math.exp(hi)
-    else:
+    if not bad(hi):
         for _ in range(iters):
             mid = 0.5 * (lo + hi)
-            if violations(hard_costs(layers, fixed_bits, math.exp(mid)), active, tol):
-                lo = mid
-            else:
-                hi = mid
-        c = math.exp(hi)
-    for p in pars:
+            lo, hi = (mid, hi) if bad(mid) else (lo, mid)
+    c = math.exp(hi)
+    for p, _ in items:
         p.log_beta.add_(math.log(c))
+    project_min_density_(items, min_density)
     return c
+
+
+@torch.no_grad()
+def snap_sparsity_(layers: list[JointLayer], target: float, fixed_bits: int, min_density: float = 0.0,
+                   iters: int = 50) -> float:
+    """Scale every analytic β by one common factor c (bisection on log c) so that the sparsity of the finalized
+    weights — mask zeros plus weights the quantizer rounds to zero — is as close to ``target`` as possible;
+    returns c."""
+    items = [(l.mask, l.raw) for l in layers if isinstance(l.mask, AnalyticThreshold)]
+    if not items:
+        return 1.0
+
+    def sparsity(log_c: float) -> float:
+        return hard_costs(layers, fixed_bits, math.exp(log_c), min_density)["sparsity"]
+
+    best_c, best_err = 0.0, abs(sparsity(0.0) - target)
+    lo, hi = -8.0, 8.0
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        s = sparsity(mid)
+        if abs(s - target) < best_err:
+            best_c, best_err = mid, abs(s - target)
+        lo, hi = (mid, hi) if s < target else (lo, mid)
+    for p, _ in items:
+        p.log_beta.add_(best_c)
+    project_min_density_(items, min_density)
+    return math.exp(best_c)

@@ -28,6 +28,7 @@ from ..analysis.macs import call_macs, is_known
 from ..analysis.report import storage_bits
 from ..pruning.base import FixedMask, get_mask
 from ..pruning.analytic import AnalyticThreshold
+from ..pruning.analytic.controller import beta_caps
 from ..quantization.base import MIN_BITS
 from .quantizers import SoftMixActQuant, SoftMixWeightQuant
 
@@ -94,20 +95,23 @@ class JointLayer:
 
     # -- hard (what finalization produces) -----------------------------------------------------------------
     @torch.no_grad()
-    def hard_masked(self, beta_factor: float = 1.0) -> Tensor:
-        """Raw weight with the hard mask applied (|w| > β·factor for an analytic threshold)."""
+    def hard_masked(self, beta_factor: float = 1.0, min_density: float = 0.0) -> Tensor:
+        """Raw weight with the hard mask applied (|w| > β·factor for an analytic threshold, β capped so that
+        each group keeps ``min_density`` of its weights)."""
         m, w = self.mask, self.raw.detach()
         if isinstance(m, AnalyticThreshold):
-            beta = m._view(m.beta.detach(), w) * beta_factor
-            return w * (w.abs() > beta).to(w.dtype)
+            beta = m.beta.detach() * beta_factor
+            if beta_factor != 1.0 and min_density > 0:
+                beta = torch.minimum(beta, beta_caps(m, w, min_density))
+            return w * (w.abs() > m._view(beta, w)).to(w.dtype)
         if isinstance(m, FixedMask):
             return w * m.mask.to(w.dtype)
         return w
 
     @torch.no_grad()
-    def hard_weight(self, beta_factor: float = 1.0) -> Tensor:
+    def hard_weight(self, beta_factor: float = 1.0, min_density: float = 0.0) -> Tensor:
         """The effective weight after finalization: hard mask, then the quantizer at the current choice."""
-        return self.wq.quantize_current(self.hard_masked(beta_factor))
+        return self.wq.quantize_current(self.hard_masked(beta_factor, min_density))
 
     def channel_bits(self) -> Tensor:
         """Chosen weight bits per output channel (rows,) (0 = removed)."""
@@ -175,9 +179,9 @@ def soft_costs(layers: list[JointLayer], fixed_bits: int) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def layer_measures(l: JointLayer, beta_factor: float = 1.0) -> dict[str, float]:
+def layer_measures(l: JointLayer, beta_factor: float = 1.0, min_density: float = 0.0) -> dict[str, float]:
     """Hard measures of one tensor: non-zeros, bits, storage bits, BOPs."""
-    w = l.hard_weight(beta_factor)
+    w = l.hard_weight(beta_factor, min_density)
     cb = l.channel_bits()
     nnz_rows = (w != 0).reshape(l.rows, -1).sum(1).to(cb.dtype)
     ab = l.hard_abits()
@@ -189,9 +193,11 @@ def layer_measures(l: JointLayer, beta_factor: float = 1.0) -> dict[str, float]:
 
 
 @torch.no_grad()
-def hard_costs(layers: list[JointLayer], fixed_bits: int, beta_factor: float = 1.0) -> dict[str, float]:
-    """wbits, abits, size_bytes, bops and sparsity the finalized model would have now."""
-    rows = [layer_measures(l, beta_factor) for l in layers]
+def hard_costs(layers: list[JointLayer], fixed_bits: int, beta_factor: float = 1.0,
+               min_density: float = 0.0) -> dict[str, float]:
+    """wbits, abits, size_bytes, bops and sparsity the finalized model would have now (every analytic β scaled
+    by ``beta_factor``, capped by ``min_density``)."""
+    rows = [layer_measures(l, beta_factor, min_density) for l in layers]
     n_tot = sum(r["numel"] for r in rows)
     macs_tot = sum(r["macs"] for r in rows) or 1.0
     return {"wbits": sum(r["numel"] * r["wbits"] for r in rows) / n_tot,

@@ -15,17 +15,18 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
+from ..analysis.report import storage_bits
 from ..api import register_handler
 from ..errors import ConfigError, LayerError
 from ..pruning.analytic import (AnalyticThreshold, AnalyticThresholdConfig, AnalyticThresholdPlugin,
-                                attach_analytic_thresholds_, harden_masks_, snap_to_target_)
+                                attach_analytic_thresholds_, harden_masks_)
 from ..pruning.base import apply_mask_, check_weight, finalize_masks_, get_mask, prunable_modules
 from ..quantization.base import MIN_BITS, ActFakeQuant, attach_input_quant
 from ..quantization.pwlq import PWLQWeightQuant
 from ..quantization.uniform import UniformWeightQuant
 from ..training import TrainConfig, Trainer, accuracy, evaluate
 from .config import JointConfig
-from .controller import repair_bits_, snap_beta_
+from .controller import repair_bits_, snap_beta_, snap_sparsity_
 from .costs import JointLayer, fixed_param_bits, hard_costs, measure_macs_
 from .plugin import JointPlugin, layer_table, rich_table, unique_mixtures
 from .quantizers import ChannelBitsWeightQuant, SoftMixActQuant, SoftMixWeightQuant
@@ -115,6 +116,14 @@ def attach_joint_(model: nn.Module, config: JointConfig, calibration: Iterable,
         raws.append(module.parametrizations[pname].original if parametrize.is_parametrized(module, pname)
                     else getattr(module, pname))
     fixed_bits = fixed_param_bits(model, {id(r) for r in raws})
+    if config.target_size_bytes is not None:
+        bmin = max(MIN_BITS, min(b for b in config.weight_bits if b > 0))
+        floor = fixed_bits + sum(storage_bits(torch.zeros_like(r), bmin, 64 * (r.shape[0] if config.granularity ==
+                                                                                 "channel" else 1)) for r in raws)
+        if config.target_size_bytes < floor / 8:
+            raise ConfigError(f"target_size_bytes {config.target_size_bytes:.0f} is out of reach: the parameters left "
+                              f"in fp32 (biases, norms, excluded layers) and the per-tensor index/quantizer state "
+                              f"alone take {floor / 8:.0f} bytes")
     items = attach_analytic_thresholds_(model, _analytic_config(config)) if config.prune else []
     layers, aqs = [], {}
     for name, module, pname in selected:
@@ -159,7 +168,8 @@ def _zero_removed_(layers: list[JointLayer]) -> None:
 def harden_(model: nn.Module, config: JointConfig | None = None, layers: list[JointLayer] | None = None,
             fixed_bits: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Freeze every mixture at its argmax and make masks hard (|w| > β). With ``config`` (and its targets):
-    lower bits greedily until the bit targets hold, snap β to the sparsity target, raise β (then lower bits)
+    lower bits greedily until the bit targets hold, snap β to the sparsity target (counting the weights the
+    quantizer rounds to zero), raise β (then lower bits)
     until size/BOP targets hold. Layers or channels at 0 bits get an all-zero mask. Returns what was done."""
     layers = layers if layers is not None else joint_layers(model)
     if not layers:
@@ -173,10 +183,9 @@ def harden_(model: nn.Module, config: JointConfig | None = None, layers: list[Jo
     if config is not None:
         targets = config.targets()
         info["repair_bits"] = repair_bits_(layers, targets, fixed_bits, config.tol, ("wbits", "abits"), log)
-        pairs = [(l.mask, l.raw) for l in layers if isinstance(l.mask, AnalyticThreshold)]
-        if config.target_sparsity is not None and pairs:
-            info["sparsity_snap"] = snap_to_target_(pairs, config.target_sparsity, config.min_density)
-        info["beta_snap"] = snap_beta_(layers, targets, fixed_bits, config.tol)
+        if config.target_sparsity is not None:
+            info["sparsity_snap"] = snap_sparsity_(layers, config.target_sparsity, fixed_bits, config.min_density)
+        info["beta_snap"] = snap_beta_(layers, targets, fixed_bits, config.tol, min_density=config.min_density)
         info["repair_size"] = repair_bits_(layers, targets, fixed_bits, config.tol, ("size_bytes", "bops"), log)
     harden_masks_(model)
     _zero_removed_(layers)

@@ -91,13 +91,16 @@ class BitMixture(nn.Module):
         self.is_hard.fill_(False)
         self.logits.requires_grad_(True)
 
-    def describe(self, digits: int = 2) -> str:
-        """π as text, e.g. ``"2:.05 4:.90 8:.05"`` (per-channel mixtures: the mean over channels)."""
+    def describe(self, digits: int = 2, min_prob: float = 0.005) -> str:
+        """π as text, e.g. ``"2:.05 4:.90 8:.05"``, omitting candidates below ``min_prob`` (per-channel mixtures:
+        the mean over channels)."""
         with torch.no_grad():
             p = self.probs()
             if p.dim() == 2:
                 p = p.mean(1)
-        return " ".join(f"{b}:{float(v):.{digits}f}".replace("0.", ".", 1) for b, v in zip(self.bits, p))
+        keep = [(b, float(v)) for b, v in zip(self.bits, p) if float(v) >= min_prob] or \
+            [(self.bits[int(p.argmax())], float(p.max()))]
+        return " ".join(f"{b}:{v:.{digits}f}".replace("0.", ".", 1) for b, v in keep)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, per_channel={self.per_channel}, hard={self.hard}"

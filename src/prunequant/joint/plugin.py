@@ -82,7 +82,8 @@ class JointPlugin(TrainPlugin):
         self.measures = hard_costs(layers, fixed_bits)
         ramp = int(config.target_ramp * total_steps) if total_steps else 0
         targets = config.targets()
-        self.controller = TargetController(targets, self.measures, ramp, config.dual_lr, config.loss_weights)
+        self.controller = TargetController(targets, self.measures, ramp, config.dual_lr, config.loss_weights,
+                                           config.target_mode)
         # hand-tuned terms (no target): λ · soft / soft-at-start, so λ = 1 weighs the term like the task loss
         self.fixed = {k: float(v) for k, v in config.loss_weights.items()
                       if k in ("wbits", "abits", "size_bytes", "bops") and k not in targets and v > 0}

@@ -13,33 +13,103 @@ Model level::
 
 Importing this package registers :class:`PWLQConfig` with :func:`prunequant.api.register_handler`.
 """
-from .base import (ActFakeQuant, WeightFakeQuant, attach_input_quant, check_bits, check_weight, detach_input_quant,
-                   from_channels, to_channels)
+from .base import (
+                   ActFakeQuant,
+                   WeightFakeQuant,
+                   attach_input_quant,
+                   check_bits,
+                   check_weight,
+                   detach_input_quant,
+                   from_channels,
+                   to_channels,
+)
 from .bias_correction import apply_bias_correction, bias_correction_terms
 from .bn_fold import fold_batchnorm
-from .breakpoints import (METHODS, ChannelErrors, bisect_breakpoints, c_bits, closed_form_breakpoint,
-                          expected_error, find_breakpoints)
+from .breakpoints import (
+                   METHODS,
+                   ChannelErrors,
+                   bisect_breakpoints,
+                   c_bits,
+                   closed_form_breakpoint,
+                   expected_error,
+                   find_breakpoints,
+)
 from .calibration import CALIBRATION_METHODS, RangeObserver, calibrate_ranges
 from .config import PWLQConfig
-from .handler import LayerQuantStats, QuantizationResult, finalize_quantization_, make_weight_quantizer, quantize_model
+from .handler import (
+                   LayerQuantStats,
+                   QuantizationResult,
+                   finalize_quantization_,
+                   make_weight_quantizer,
+                   quantize_model,
+)
 from .lloyd_max import lloyd_max, lloyd_max_mse, nearest_level_sse
-from .pwlq import (VARIANTS, PWLQWeightQuant, pwlq_codes, pwlq_dequantize, pwlq_level_count, pwlq_levels,
-                   pwlq_quantize)
-from .uniform import (UniformWeightQuant, affine_qparams, quantize_affine, quantize_symmetric, symmetric_scale,
-                      uniform_codes, uniform_dequantize, uniform_levels, uniform_quantize)
+from .pwlq import (
+                   VARIANTS,
+                   PWLQWeightQuant,
+                   pwlq_codes,
+                   pwlq_dequantize,
+                   pwlq_level_count,
+                   pwlq_levels,
+                   pwlq_quantize,
+)
+from .uniform import (
+                   UniformWeightQuant,
+                   affine_qparams,
+                   quantize_affine,
+                   quantize_symmetric,
+                   symmetric_scale,
+                   uniform_codes,
+                   uniform_dequantize,
+                   uniform_levels,
+                   uniform_quantize,
+)
 
 __all__ = [
-    "ActFakeQuant", "WeightFakeQuant", "attach_input_quant", "detach_input_quant", "check_bits", "check_weight",
-    "to_channels", "from_channels",
-    "uniform_quantize", "uniform_codes", "uniform_dequantize", "symmetric_scale", "affine_qparams",
-    "quantize_symmetric", "quantize_affine", "uniform_levels", "UniformWeightQuant",
-    "pwlq_quantize", "pwlq_codes", "pwlq_dequantize", "pwlq_levels", "pwlq_level_count", "PWLQWeightQuant",
-    "VARIANTS",
-    "find_breakpoints", "bisect_breakpoints", "closed_form_breakpoint", "expected_error", "c_bits", "METHODS",
-    "ChannelErrors",
-    "lloyd_max", "lloyd_max_mse", "nearest_level_sse",
-    "bias_correction_terms", "apply_bias_correction", "fold_batchnorm",
-    "RangeObserver", "calibrate_ranges", "CALIBRATION_METHODS",
-    "PWLQConfig", "quantize_model", "finalize_quantization_", "make_weight_quantizer", "LayerQuantStats",
-    "QuantizationResult",
+                   "CALIBRATION_METHODS",
+                   "METHODS",
+                   "VARIANTS",
+                   "ActFakeQuant",
+                   "ChannelErrors",
+                   "LayerQuantStats",
+                   "PWLQConfig",
+                   "PWLQWeightQuant",
+                   "QuantizationResult",
+                   "RangeObserver",
+                   "UniformWeightQuant",
+                   "WeightFakeQuant",
+                   "affine_qparams",
+                   "apply_bias_correction",
+                   "attach_input_quant",
+                   "bias_correction_terms",
+                   "bisect_breakpoints",
+                   "c_bits",
+                   "calibrate_ranges",
+                   "check_bits",
+                   "check_weight",
+                   "closed_form_breakpoint",
+                   "detach_input_quant",
+                   "expected_error",
+                   "finalize_quantization_",
+                   "find_breakpoints",
+                   "fold_batchnorm",
+                   "from_channels",
+                   "lloyd_max",
+                   "lloyd_max_mse",
+                   "make_weight_quantizer",
+                   "nearest_level_sse",
+                   "pwlq_codes",
+                   "pwlq_dequantize",
+                   "pwlq_level_count",
+                   "pwlq_levels",
+                   "pwlq_quantize",
+                   "quantize_affine",
+                   "quantize_model",
+                   "quantize_symmetric",
+                   "symmetric_scale",
+                   "to_channels",
+                   "uniform_codes",
+                   "uniform_dequantize",
+                   "uniform_levels",
+                   "uniform_quantize",
 ]

@@ -14,6 +14,8 @@ traced, consecutive (layer, BN) children of ``nn.Sequential`` containers are use
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -52,7 +54,7 @@ def _pairs_sequential(model: nn.Module) -> list[tuple[str, str]]:
         if not isinstance(mod, nn.Sequential):
             continue
         names = list(mod._modules.keys())
-        for a, b in zip(names, names[1:]):
+        for a, b in itertools.pairwise(names):
             if isinstance(mod._modules[a], FOLDABLE) and isinstance(mod._modules[b], BATCHNORMS):
                 pairs.append((f"{prefix}.{a}" if prefix else a, f"{prefix}.{b}" if prefix else b))
     return pairs

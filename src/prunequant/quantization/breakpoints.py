@@ -127,7 +127,7 @@ def bisect_breakpoints(m_norm: Tensor, n_breakpoints: int = 1, prior: str = "gau
     n = n_breakpoints
     frac = torch.arange(1, n + 1, dtype=torch.float64, device=m.device) / (n + 1)
     P = _bounds_norm(m[:, None] * (frac * (0.5 if n == 1 else 1.0)), m)
-    iters = max(1, int(math.ceil(math.log2(max(float(m.max()), 1.0) / tol))) + 1)
+    iters = max(1, math.ceil(math.log2(max(float(m.max()), 1.0) / tol)) + 1)
     for _ in range(max_sweeps if n > 1 else 1):
         moved = torch.zeros_like(m)
         for l in range(1, n + 1):
@@ -240,7 +240,7 @@ def _coordinate_search(err: ChannelErrors, P: Tensor) -> Tensor:
             width = hi - lo
             cur = (P[:, l:l + 1] - lo) / width.clamp(min=1e-300)
 
-            def evaluate(t: Tensor) -> Tensor:
+            def evaluate(t: Tensor, l: int = l, lo: Tensor = lo, width: Tensor = width) -> Tensor:
                 Q = P[:, None, :].repeat(1, t.shape[1], 1)
                 Q[:, :, l] = lo + t * width
                 return err.sse(Q)

@@ -12,7 +12,7 @@ A lower bound >= 0 (e.g. after ReLU) gives an unsigned quantizer on [0, r_u]; ot
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -51,7 +51,7 @@ class RangeObserver:
             hi = torch.quantile(flat.topk(k).values, 0.5)
             lo = -torch.quantile((-flat).topk(k).values, 0.5)
         else:
-            k_hi = min(n, max(1, int(round(n * self.percentile / 100.0))))
+            k_hi = min(n, max(1, round(n * self.percentile / 100.0)))
             k_lo = min(n, max(1, n - k_hi + 1))
             hi, lo = flat.kthvalue(k_hi).values, flat.kthvalue(k_lo).values
         self.lows.append(float(lo))

@@ -119,7 +119,11 @@ def make_weight_quantizer(w: torch.Tensor, config: PWLQConfig, bits: int, name: 
                                        name=name)
 
 
-def _check_layer(w: torch.Tensor, name: str) -> None:
+def _check_layer(module: nn.Module, pname: str, name: str) -> None:
+    if parametrize.is_parametrized(module, pname) and any(
+            isinstance(p, WeightFakeQuant) for p in module.parametrizations[pname]):
+        raise LayerError(f"layer '{name}' is already quantized; finalize_ it or start from the float model")
+    w = getattr(module, pname)
     check_weight(w, f"layer '{name}'")
     constant = w.numel() == 1 or float(w.detach().double().std()) == 0.0
     if constant:
@@ -167,7 +171,7 @@ def quantize_model(model: nn.Module, config: PWLQConfig, calibration_data=None, 
     with torch.no_grad():
         for mname, module, pname in targets:  # validate everything before changing the model
             if not _matches(mname, config.skip):
-                _check_layer(getattr(module, pname), f"{mname}.{pname}" if mname else pname)
+                _check_layer(module, pname, f"{mname}.{pname}" if mname else pname)
     if config.fold_bn:
         result.folded_bn = fold_batchnorm(model)
 
@@ -210,14 +214,15 @@ def quantize_model(model: nn.Module, config: PWLQConfig, calibration_data=None, 
         abits = bits_for(mname, config.abits) if (config.abits is not None and mname in result.act_ranges) else None
         result.layers.append(_layer_stats(key, module, w, quant, config, abits, q_raw))
 
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     for mname, (lo, hi) in result.act_ranges.items():
-        attach_input_quant(named[mname], ActFakeQuant.from_range(lo, hi, bits_for(mname, config.abits)))
+        attach_input_quant(named[mname], ActFakeQuant.from_range(lo, hi, bits_for(mname, config.abits)).to(device))
     model.train(was_training)
     return result
 
 
 @torch.no_grad()
-def finalize_quantization_(model: nn.Module) -> nn.Module:
+def finalize_quantization_(model: nn.Module, config: PWLQConfig | None = None, **_unused) -> nn.Module:
     """Bake every weight fake-quantizer into its weight (and any parametrization before it), remove the
     parametrizations and record ``prunequant_wbits`` on the module. Activation quantizers stay."""
     for _, module in list(model.named_modules()):

@@ -140,5 +140,15 @@ def uniform_levels(w: Tensor, n_levels: int, dim: int | None = 0) -> Tensor:
     return m * t
 
 
-__all__ = ["code_range", "symmetric_scale", "affine_qparams", "uniform_codes", "uniform_dequantize",
-           "uniform_quantize", "quantize_symmetric", "quantize_affine", "UniformWeightQuant", "uniform_levels"]
+__all__ = [
+    "UniformWeightQuant",
+    "affine_qparams",
+    "code_range",
+    "quantize_affine",
+    "quantize_symmetric",
+    "symmetric_scale",
+    "uniform_codes",
+    "uniform_dequantize",
+    "uniform_levels",
+    "uniform_quantize",
+]

@@ -225,3 +225,29 @@ def _numeric(df, path: Path, what: str) -> np.ndarray:
         raise ShapeError(f"{path}: {what} column {df.columns[c]!r} has a missing, non-numeric or infinite value at "
                          f"data row {r + 1} ({int(bad.sum())} bad cells in all)")
     return num.to_numpy(dtype=np.float64)
+
+
+def read_recordings_dir(folder: str | Path) -> dict[str, Recordings]:
+    """``train.csv`` (required), ``val.csv`` and ``test.csv`` (optional) of a folder, as written by
+    ``prunequant glucose simulate``. All files must share the same wavelength channels."""
+    folder = Path(folder)
+    if not (folder / "train.csv").exists():
+        raise StorageError(f"{folder}: no train.csv (expected train.csv [val.csv test.csv] in recordings format)")
+    out = {name: read_recordings_csv(folder / f"{name}.csv") for name in ("train", "val", "test")
+           if (folder / f"{name}.csv").exists()}
+    ref = out["train"].wavelengths
+    for name, rec in out.items():
+        if rec.wavelengths.shape != ref.shape or not np.allclose(rec.wavelengths, ref):
+            raise ShapeError(f"{folder / (name + '.csv')}: wavelength channels differ from train.csv")
+    return out
+
+
+def recordings_inputs(rec: Recordings, mode: str, window: int = 1) -> tuple[np.ndarray, np.ndarray | None,
+                                                                          np.ndarray]:
+    """Model inputs from recordings: ``timeseries`` → windows (N, window, C); ``spectrum`` → (N, C, 1), one
+    reading each. Returns X, y (or None) and the row of the reading each input predicts."""
+    if mode == "timeseries":
+        return rec.windows(window)
+    if mode == "spectrum":
+        return rec.x[..., None], rec.y, np.arange(len(rec.x))
+    raise ConfigError(f"mode must be 'timeseries' or 'spectrum', got {mode!r}")

@@ -134,7 +134,8 @@ class CompressSettings:
     ``exclude`` layers are not pruned: the 1-output head, and the PCA-initialised input projection ``proj``,
     which must cancel nuisance directions ~10^3 larger than the glucose signal and so needs ``input_bits``
     (per-channel, default 14) instead of ``wbits``; the LSTMs take ``wbits`` at ``granularity``.
-    ``abits=None`` leaves activations in floating point.
+    ``abits=None`` (default, as the issue asks: PWLQ on the weights) leaves activations in floating point; an
+    integer quantizes the LSTM/head inputs too (such a model does not reload with ``prunequant.io.load`` yet).
     """
 
     sparsity: float = 0.8
@@ -142,7 +143,7 @@ class CompressSettings:
     finetune_epochs: int = 4
     lr: float = 1e-3
     wbits: int = 4
-    abits: int | None = 8
+    abits: int | None = None
     granularity: str = "tensor"
     input_bits: int = 14
     breakpoint_method: str = "empirical"

@@ -76,12 +76,13 @@ def plot_parkes(y_true, y_pred, path: str | Path, title: str = "Parkes (consensu
 
 
 def plot_time_series(time_h, y_true, y_pred, path: str | Path, unit: str = "mg/dL",
-                     title: str = "predicted vs reference", extra: dict[str, np.ndarray] | None = None) -> Path:
+                     title: str = "predicted vs reference", extra: dict[str, np.ndarray] | None = None,
+                     label: str = "prediction") -> Path:
     """Reference and prediction(s) against time (hours). ``extra`` adds more labelled prediction curves."""
     t = np.asarray(time_h, float).ravel()
     fig, ax = plt.subplots(figsize=(9, 3.5))
     ax.plot(t, np.asarray(y_true, float).ravel(), "k.-", ms=4, lw=1, label="reference")
-    ax.plot(t, np.asarray(y_pred, float).ravel(), "-", lw=1.2, color="tab:blue", label="prediction")
+    ax.plot(t, np.asarray(y_pred, float).ravel(), "-", lw=1.2, color="tab:blue", label=label)
     for name, v in (extra or {}).items():
         ax.plot(t, np.asarray(v, float).ravel(), "-", lw=1, label=name)
     ax.set_xlabel("time (h)")
@@ -114,6 +115,28 @@ def plot_spectra(wavelengths, spectra, path: str | Path, color_by=None, xlabel: 
     ax.set_xlabel(xlabel)
     ax.set_ylabel("absorbance")
     ax.set_title(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_traces(time_h, glucose, path: str | Path, isf=None, max_subjects: int = 4,
+                title: str = "simulated glucose traces") -> Path:
+    """Blood glucose (and interstitial glucose, dashed) of the first few subjects; arrays (S, T)."""
+    t = np.asarray(time_h, float)
+    g = np.atleast_2d(np.asarray(glucose, float))
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    for i in range(min(max_subjects, len(g))):
+        line, = ax.plot(t, g[i], lw=1, label=f"subject {i}")
+        if isf is not None:
+            ax.plot(t, np.atleast_2d(isf)[i], lw=0.8, ls="--", color=line.get_color())
+    ax.axhspan(70, 180, color="0.9", zorder=0, label="70-180 mg/dL")
+    ax.set_xlabel("time (h)")
+    ax.set_ylabel("glucose (mg/dL)")
+    ax.set_title(title + (" (dashed: interstitial)" if isf is not None else ""))
+    ax.legend(fontsize=8, ncol=5)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")

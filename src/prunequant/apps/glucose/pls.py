@@ -8,6 +8,7 @@ data, so a subject never sits in both the fitting and the scoring part of a fold
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from sklearn.cross_decomposition import PLSRegression
@@ -38,7 +39,10 @@ class PLSBaseline:
         z = self.preprocessing(x)
         return z.reshape(len(z), -1)
 
-    def fit(self, x, y, groups=None) -> "PLSBaseline":
+    def fit(self, x, y, groups=None, augment: Callable | None = None) -> "PLSBaseline":
+        """Fit; ``augment(x, y, seed) -> (x', y')`` (e.g. :class:`.data.SpectralAugmentation`) enlarges the
+        training part of every fold and the final training set, never the scored part."""
+        x = np.asarray(x, dtype=np.float64)
         z = self._features(x)
         y = np.asarray(y, dtype=np.float64).ravel()
         if len(z) != len(y):
@@ -53,10 +57,17 @@ class PLSBaseline:
             splits = list(GroupKFold(n_splits=min(self.folds, n_groups)).split(z, y, groups))
         else:
             splits = list(KFold(n_splits=min(self.folds, len(z)), shuffle=True, random_state=self.seed).split(z))
-        k_max = max(1, min(self.max_components, z.shape[1], min(len(tr) for tr, _ in splits) - 1))
+        def train_part(idx, seed):
+            if augment is None:
+                return z[idx], y[idx]
+            xa, ya = augment(x[idx], y[idx], seed)
+            return self._features(xa), np.asarray(ya, dtype=np.float64).ravel()
+
+        folds = [(train_part(tr, self.seed + 1 + i), te) for i, (tr, te) in enumerate(splits)]
+        k_max = max(1, min(self.max_components, z.shape[1], min(len(zt) for (zt, _), _ in folds) - 1))
         pred = {k: np.empty_like(y) for k in range(1, k_max + 1)}
-        for tr, te in splits:
-            m = PLSRegression(n_components=k_max, scale=False).fit(z[tr], y[tr])
+        for (zt, yt), te in folds:
+            m = PLSRegression(n_components=k_max, scale=False).fit(zt, yt)
             # predictions for every k from one fit: truncate the rotations
             xc = z[te] - m._x_mean
             for k in range(1, k_max + 1):
@@ -64,7 +75,8 @@ class PLSBaseline:
                 pred[k][te] = (xc @ coef).ravel() + m._y_mean
         self.cv_rmse = {k: float(np.sqrt(np.mean((p - y) ** 2))) for k, p in pred.items()}
         self.n_components = min(self.cv_rmse, key=self.cv_rmse.get)
-        self.model = PLSRegression(n_components=self.n_components, scale=False).fit(z, y)
+        self.model = PLSRegression(n_components=self.n_components, scale=False).fit(*train_part(np.arange(len(z)),
+                                                                                               self.seed))
         return self
 
     def predict(self, x) -> np.ndarray:

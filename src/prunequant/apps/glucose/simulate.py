@@ -75,7 +75,7 @@ class SimulatorConfig:
     days: float = 1.0
     sample_min: float = 5.0
     random_start: bool = True                # each subject's recording starts at a random time of day
-    noise_au: float = 5e-6                   # absorbance noise of a 10-nm channel at full transmission
+    noise_au: float = 2e-6                   # absorbance noise of a 10-nm channel at full transmission
     # tissue (per-subject uniform ranges)
     water_frac: tuple[float, float] = (0.60, 0.72)
     fat_frac: tuple[float, float] = (0.05, 0.20)

@@ -3,31 +3,33 @@ from .config import AnalyticThresholdConfig
 from .controller import SparsityController, hard_sparsity, project_min_density_, snap_to_target_
 from .functions import THRESHOLD_FUNCTIONS, sigmoid_abs, sigmoid_sq
 from .handler import (
-                      AnalyticPruningResult,
-                      attach_analytic_thresholds_,
-                      finalize_,
-                      harden_masks_,
-                      layer_table,
-                      prune_analytic_,
+    AnalyticPruningResult,
+    attach_analytic_thresholds_,
+    finalize_,
+    harden_masks_,
+    layer_table,
+    prune_analytic_,
 )
 from .parametrization import AnalyticThreshold
+from .plots import plot_analytic_run
 from .plugin import AnalyticThresholdPlugin
 
 __all__ = [
-                      "THRESHOLD_FUNCTIONS",
-                      "AnalyticPruningResult",
-                      "AnalyticThreshold",
-                      "AnalyticThresholdConfig",
-                      "AnalyticThresholdPlugin",
-                      "SparsityController",
-                      "attach_analytic_thresholds_",
-                      "finalize_",
-                      "hard_sparsity",
-                      "harden_masks_",
-                      "layer_table",
-                      "project_min_density_",
-                      "prune_analytic_",
-                      "sigmoid_abs",
-                      "sigmoid_sq",
-                      "snap_to_target_",
+    "THRESHOLD_FUNCTIONS",
+    "AnalyticPruningResult",
+    "AnalyticThreshold",
+    "AnalyticThresholdConfig",
+    "AnalyticThresholdPlugin",
+    "SparsityController",
+    "attach_analytic_thresholds_",
+    "finalize_",
+    "hard_sparsity",
+    "harden_masks_",
+    "layer_table",
+    "plot_analytic_run",
+    "project_min_density_",
+    "prune_analytic_",
+    "sigmoid_abs",
+    "sigmoid_sq",
+    "snap_to_target_",
 ]

@@ -55,6 +55,7 @@ class AnalyticThresholdConfig:
     finetune_epochs: int = 10
     threshold_lr: float = 0.02
     dual_lr: float = 1.0
+    dual_kp: float = 10.0
     target_ramp: float = 0.6
     snap_to_target: bool = True
     finalize: bool = True

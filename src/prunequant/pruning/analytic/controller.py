@@ -27,8 +27,10 @@ class SparsityController:
     """
 
     def __init__(self, target: float, initial: float = 0.0, ramp_steps: int = 0, lr: float = 0.5,
-                 lam: float = 0.0):
+                 lam: float = 0.0, kp: float = 0.0):
         self.target, self.initial, self.ramp_steps, self.lr = float(target), float(initial), int(ramp_steps), lr
+        self.kp = float(kp)
+        self.integral = float(lam)
         self.lam = float(lam)
 
     def setpoint(self, step: int) -> float:
@@ -39,14 +41,18 @@ class SparsityController:
 
     def update(self, step: int, sparsity: float) -> float:
         density, wanted = max(1.0 - sparsity, 1e-12), max(1.0 - self.setpoint(step), 1e-12)
-        self.lam = max(0.0, self.lam + self.lr * math.log(density / wanted))
+        err = math.log(density / wanted)
+        self.integral = max(0.0, self.integral + self.lr * err)
+        self.lam = self.integral + self.kp * err
         return self.lam
 
     def state_dict(self) -> dict:
-        return {"lam": self.lam, "initial": self.initial, "target": self.target, "ramp_steps": self.ramp_steps}
+        return {"lam": self.lam, "integral": self.integral, "initial": self.initial, "target": self.target,
+                "ramp_steps": self.ramp_steps}
 
     def load_state_dict(self, state: dict) -> None:
-        self.lam, self.initial = float(state["lam"]), float(state["initial"])
+        self.lam, self.integral = float(state["lam"]), float(state["integral"])
+        self.initial = float(state["initial"])
         self.target, self.ramp_steps = float(state["target"]), int(state["ramp_steps"])
 
 

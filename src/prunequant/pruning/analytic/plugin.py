@@ -37,7 +37,8 @@ class AnalyticThresholdPlugin(TrainPlugin):
         if config.target_sparsity is not None:
             ramp = int(config.target_ramp * total_steps) if total_steps else 0
             self.controller = SparsityController(config.target_sparsity, hard_sparsity(self.items), ramp,
-                                                 config.dual_lr, config.penalty_weight)
+                                                 config.dual_lr, config.penalty_weight,
+                                                 config.dual_kp)
         self.sparsity = hard_sparsity(self.items)
 
     @property
