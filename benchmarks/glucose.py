@@ -30,7 +30,12 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from prunequant.apps.glucose.experiments import FermentationRecipe, SimulatedRecipe, run_fermentation, run_simulated
+from prunequant.apps.glucose.experiments import (
+    FermentationRecipe,
+    SimulatedRecipe,
+    run_fermentation,
+    run_simulated,
+)
 
 
 def _clean(v):

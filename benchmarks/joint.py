@@ -33,10 +33,10 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from torch import nn
 
 from prunequant.analysis import report
 from prunequant.api import prune_quantize_
@@ -100,8 +100,14 @@ def glucose_task(args) -> Task:
     in fp32 by every method (the app's own compression does the same)."""
     from prunequant.apps.glucose.metrics import rmse
     from prunequant.apps.glucose.model import GlucoseLSTM
-    from prunequant.apps.glucose.pipeline import (TrainSettings, fit_glucose, make_loader, neg_rmse, predict,
-                                                  regression_loss)
+    from prunequant.apps.glucose.pipeline import (
+        TrainSettings,
+        fit_glucose,
+        make_loader,
+        neg_rmse,
+        predict,
+        regression_loss,
+    )
     from prunequant.apps.glucose.simulate import SimulatorConfig, simulate_cohort
 
     sim = SimulatorConfig(days=0.5, wl_step=40.0)

@@ -4,8 +4,17 @@ import math
 import numpy as np
 import pytest
 
-from prunequant.apps.glucose.metrics import (clarke_zones, evaluate_predictions, iso15197, mae, mard, parkes_zones,
-                                             r2, rmse, zone_percentages)
+from prunequant.apps.glucose.metrics import (
+    clarke_zones,
+    evaluate_predictions,
+    iso15197,
+    mae,
+    mard,
+    parkes_zones,
+    r2,
+    rmse,
+    zone_percentages,
+)
 from prunequant.errors import ShapeError
 
 

@@ -2,8 +2,16 @@
 import numpy as np
 import pytest
 
-from prunequant.apps.glucose.simulate import (GLUCOSE_BANDS, SimulatorConfig, Tissue, channel_weights,
-                                              simulate_cohort, simulate_splits, simulate_subject, tissue_absorbance)
+from prunequant.apps.glucose.simulate import (
+    GLUCOSE_BANDS,
+    SimulatorConfig,
+    Tissue,
+    channel_weights,
+    simulate_cohort,
+    simulate_splits,
+    simulate_subject,
+    tissue_absorbance,
+)
 from prunequant.errors import ConfigError
 
 SMALL = SimulatorConfig(days=0.25, wl_step=40.0)
@@ -37,7 +45,7 @@ def test_absorbance_rises_with_glucose_at_its_bands_not_at_water_only_wavelength
     # the response is linear in glucose (Beer–Lambert) and follows the band strengths
     a3 = tissue_absorbance(wl, np.array([80.0, 190.0, 300.0]), TISSUE)
     np.testing.assert_allclose(a3[1] - a3[0], a3[2] - a3[1], rtol=1e-9, atol=1e-12)
-    strong = dict((c, s) for c, s, _ in GLUCOSE_BANDS)
+    strong = {c: s for c, s, _ in GLUCOSE_BANDS}
     assert d[4] > d[2] * strong[2273] / strong[1611] * 0.5
 
 

@@ -3,11 +3,23 @@ import numpy as np
 import pytest
 import torch
 
-from prunequant.apps.glucose.data import (SpectralAugmentation, fermentation_set, read_recordings_csv,
-                                          write_recordings_csv)
+from prunequant.apps.glucose.data import (
+    SpectralAugmentation,
+    fermentation_set,
+    read_recordings_csv,
+    write_recordings_csv,
+)
 from prunequant.apps.glucose.model import GlucoseLSTM
-from prunequant.apps.glucose.pipeline import (CompressSettings, TrainSettings, compress_glucose, evaluate_model,
-                                              fit_glucose, predict, regression_loss, size_report)
+from prunequant.apps.glucose.pipeline import (
+    CompressSettings,
+    TrainSettings,
+    compress_glucose,
+    evaluate_model,
+    fit_glucose,
+    predict,
+    regression_loss,
+    size_report,
+)
 from prunequant.apps.glucose.simulate import SimulatorConfig, simulate_cohort
 from prunequant.errors import ConfigError, ShapeError, StorageError
 
@@ -34,7 +46,7 @@ def trained(small_sim):
 
 
 def test_training_beats_predicting_the_mean(small_sim, trained):
-    xtr, ytr, xte, yte = small_sim
+    _xtr, ytr, xte, yte = small_sim
     m, hist = trained
     mean_rmse = float(np.sqrt(np.mean((yte - ytr.mean()) ** 2)))
     got = evaluate_model(m, xte, yte)
@@ -43,7 +55,7 @@ def test_training_beats_predicting_the_mean(small_sim, trained):
 
 
 def test_compression_prunes_and_quantizes(small_sim, trained):
-    xtr, ytr, xte, yte = small_sim
+    xtr, ytr, xte, _yte = small_sim
     m, _ = trained
     cs = CompressSettings(sparsity=0.5, prune_epochs=1, finetune_epochs=1, wbits=4, input_bits=12)
     small, out = compress_glucose(m, xtr, ytr, settings=cs, train=TrainSettings(progress=False))

@@ -185,3 +185,22 @@ def test_model_load_rejects_state_files_and_non_modules(tmp_path):
         load(path)
     with pytest.raises(UnsupportedModuleError):
         save({"w": torch.ones(1)}, tmp_path / "x.safetensors")
+
+
+def test_load_rebuilds_activation_quantizers(tmp_path):
+    """A PWLQ W4A8 model saved and loaded into a fresh model gives identical outputs (act quantizers restored)."""
+    from prunequant import quantize_
+    from prunequant.data import digits_splits
+    from prunequant.models import build_model
+    from prunequant.quantization import PWLQConfig
+
+    torch.manual_seed(0)
+    m = build_model("digits_cnn")
+    x = digits_splits()["train"].tensors[0][:64]
+    m.eval()
+    quantize_(m, PWLQConfig(wbits=4, abits=8), calibration_data=[x])
+    y = m(x)
+    save(m, tmp_path / "q.safetensors")
+    m2 = load(tmp_path / "q.safetensors").eval()
+    assert any(hasattr(mod, "input_quant") for mod in m2.modules())
+    assert torch.equal(m2(x), y)

@@ -12,8 +12,16 @@ from prunequant.api import prune_quantize_
 from prunequant.data import digits_loaders
 from prunequant.errors import ConfigError, LayerError
 from prunequant.io import read_metadata, save
-from prunequant.joint import (JointConfig, SoftMixActQuant, SoftMixWeightQuant, TargetController, finalize_,
-                              harden_, joint_layers, repair_bits_)
+from prunequant.joint import (
+    JointConfig,
+    SoftMixActQuant,
+    SoftMixWeightQuant,
+    TargetController,
+    finalize_,
+    harden_,
+    joint_layers,
+    repair_bits_,
+)
 from prunequant.models import DigitsCNN, train_reference
 from prunequant.quantization.base import ActFakeQuant, WeightFakeQuant
 
@@ -183,3 +191,23 @@ def test_repair_lowers_bits_until_target_holds(digits):
     assert hard_costs(layers, 0)["wbits"] == 8.0
     moves = repair_bits_(layers, {"wbits": 5.0}, 0, keys=("wbits",))
     assert moves > 0 and hard_costs(layers, 0)["wbits"] <= 5.0
+
+
+def test_fill_budget_raises_bits_within_the_targets(digits):
+    train, _, _ = digits
+    model = DigitsCNN()
+    calib = [b for _, b in zip(range(2), train)]
+    prune_quantize_(model, JointConfig(prune=False, verbose=False), calibration=calib, example_input=X1)
+    layers = joint_layers(model)
+    from prunequant.joint import fill_budget_, hard_costs
+    from prunequant.joint.costs import fixed_param_bits
+
+    fixed = fixed_param_bits(model, {id(l.raw) for l in layers})
+    for mix in {id(l.wq.mixture): l.wq.mixture for l in layers}.values():
+        mix.harden_(torch.tensor(0))  # every weight at 2 bits
+    low = hard_costs(layers, fixed)
+    target = {"size_bytes": low["size_bytes"] + 2000.0}
+    moves = fill_budget_(layers, target, fixed)
+    after = hard_costs(layers, fixed)
+    assert moves > 0 and low["wbits"] < after["wbits"] and after["size_bytes"] <= target["size_bytes"]
+    assert fill_budget_(layers, {}, fixed) == 0

@@ -70,3 +70,26 @@ def quantize_(model: nn.Module, config: Any, **kwargs) -> Any:
 def prune_quantize_(model: nn.Module, config: Any, **kwargs) -> Any:
     """Jointly prune and quantize ``model`` in place with the method that ``config`` selects."""
     return _dispatch(model, config, **kwargs)
+
+
+def finalize_(model: nn.Module, bake_quantization: bool = False) -> nn.Module:
+    """Turn a model under compression into its deployable form, in place.
+
+    Soft joint mixtures are hardened at their most probable bit width, every pruning mask (analytic, MAC-budget,
+    magnitude) becomes exact zeros and its parametrization is removed; fixed weight quantizers stay attached so
+    ``prunequant.export`` can pack their integer codes. ``bake_quantization=True`` also bakes them into plain
+    float weights (records ``prunequant_wbits``), leaving no parametrization at all.
+    """
+    if not isinstance(model, nn.Module):
+        raise UnsupportedModuleError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    from .joint.handler import finalize_ as finalize_joint_
+    from .joint.handler import joint_layers
+    from .pruning.base import finalize_masks_
+    from .quantization.handler import finalize_quantization_
+
+    if joint_layers(model):
+        finalize_joint_(model)
+    finalize_masks_(model)
+    if bake_quantization:
+        finalize_quantization_(model)
+    return model

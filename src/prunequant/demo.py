@@ -71,12 +71,20 @@ def step_joint(ctx: DemoContext) -> None:
     run_demo_step(ctx)
 
 
+def step_glucose(ctx: DemoContext) -> None:
+    """Glucose from NIR data: two stacked LSTMs vs PLS, then pruned + PWLQ (docs/glucose.md)."""
+    from .apps.glucose.demo_step import run_demo_step
+
+    run_demo_step(ctx)
+
+
 DEMO_STEPS: dict[str, Callable[[DemoContext], None]] = {
     "baseline": step_baseline,
     "analytic": step_analytic,
     "mac-budget": step_mac_budget,
     "quantize": step_quantize,
     "joint": step_joint,
+    "glucose": step_glucose,
 }
 
 

@@ -235,6 +235,24 @@ def _layer_bits(model: nn.Module) -> dict[str, dict[str, int]]:
     return out
 
 
+def _act_quants(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """``{module name: {bits, signed}}`` for every input activation quantizer (``attach_input_quant``)."""
+    from .quantization.base import ActFakeQuant
+
+    return {mname: {"bits": int(m.input_quant.bits), "signed": bool(m.input_quant.signed)}
+            for mname, m in model.named_modules() if isinstance(getattr(m, "input_quant", None), ActFakeQuant)}
+
+
+def _restore_act_quants(model: nn.Module, spec: dict[str, dict[str, Any]]) -> None:
+    """Re-attach input activation quantizers (their scale/zero-point buffers are loaded with the state)."""
+    from .quantization.base import ActFakeQuant, attach_input_quant
+
+    for mname, q in spec.items():
+        module = model.get_submodule(mname) if mname else model
+        if not isinstance(getattr(module, "input_quant", None), ActFakeQuant):
+            attach_input_quant(module, ActFakeQuant(q["bits"], signed=q["signed"], scale=1.0))
+
+
 def _get(model: nn.Module, dotted: str) -> tuple[nn.Module, str]:
     mname, _, tname = dotted.rpartition(".")
     return (model.get_submodule(mname) if mname else model), tname
@@ -263,7 +281,8 @@ def save(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = N
         except (TypeError, ValueError) as e:
             raise StorageError(f"{path}: model.config of {type(model).__name__} is not JSON-able: {e}") from e
     meta = {"model_class": f"{type(model).__module__}.{type(model).__qualname__}", "model_config": config,
-            "parametrizations": params, "layer_bits": _layer_bits(model), "compression": metadata or {}}
+            "parametrizations": params, "layer_bits": _layer_bits(model), "act_quant": _act_quants(model),
+            "compression": metadata or {}}
     return save_state(tensors, meta, path, kind="model")
 
 
@@ -316,6 +335,10 @@ def load(path: str | Path, model: nn.Module | None = None, *, restore_masks: boo
 
         raise UnsupportedModuleError(f"io.load: model must be an nn.Module, got {type(model).__name__}")
 
+    try:
+        _restore_act_quants(model, meta.get("act_quant", {}))
+    except (AttributeError, KeyError, TypeError) as e:
+        raise StorageError(f"{path}: stored activation quantizers do not fit {type(model).__name__}: {e}") from e
     target_keys = set(model.state_dict().keys())
     try:
         if target_keys == set(raw):

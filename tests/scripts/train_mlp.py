@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from prunequant.data import digits_splits
 from prunequant.models import MLP
-from prunequant.training import Trainer, TrainConfig, TrainPlugin
+from prunequant.training import TrainConfig, Trainer, TrainPlugin
 
 torch.set_num_threads(1)
 

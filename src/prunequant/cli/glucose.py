@@ -30,7 +30,7 @@ def _metrics_table(console, title: str, rows: dict[str, Any], unit: str) -> None
               "ISO 15197"):
         t.add_column(c, justify="right")
     for name, m in rows.items():
-        f = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
+        f = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"
         iso = "-" if m.iso15197 is None else ("pass" if m.iso15197["passed"] else "fail") + \
             f" ({m.iso15197['within_15']:.1f}%)"
         pab = None if m.parkes is None else m.parkes["A"] + m.parkes["B"]
@@ -112,7 +112,7 @@ def simulate(
         cfgs = {"train": SimulatorConfig(grid=grid, wl_step=wl_step, noise_au=noise, days=days),
                 "test": SimulatorConfig(grid=grid, wl_step=wl_step, noise_au=noise, days=test_days)}
         cfgs["val"] = cfgs["train"]
-        ids = {"train": range(0, train), "val": range(train, train + val),
+        ids = {"train": range(train), "val": range(train, train + val),
                "test": range(100_000, 100_000 + test)}
         cohorts = {}
         for name in ("train", "val", "test"):
@@ -293,7 +293,13 @@ def compress(
     from ..analysis import report
     from ..apps.glucose.data import SpectralAugmentation
     from ..apps.glucose.metrics import evaluate_predictions
-    from ..apps.glucose.pipeline import CompressSettings, TrainSettings, compress_glucose, predict, size_report
+    from ..apps.glucose.pipeline import (
+        CompressSettings,
+        TrainSettings,
+        compress_glucose,
+        predict,
+        size_report,
+    )
     from ..errors import PrunequantError
     from ..io import save
 

@@ -22,8 +22,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
-from ..api import prune_, quantize_, register_handler
 from ..analysis.report import storage_bits
+from ..api import prune_, quantize_, register_handler
 from ..errors import ConfigError
 from ..pruning.analytic import AnalyticThresholdConfig
 from ..pruning.base import global_sparsity, prunable_modules

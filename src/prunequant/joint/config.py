@@ -55,6 +55,9 @@ class JointConfig:
     * ``dual_lr``: step of the dual ascent λ ← λ + dual_lr · (measure / setpoint − 1), per optimizer step.
     * ``target_ramp``: fraction of the soft phase over which every setpoint moves (cubic) from the starting
       value to its target.
+    * ``tol``: relative slack allowed on the targets at hardening (0: measure <= target).
+    * ``fill_budget``: at hardening, raise bit choices (most preferred first) while every target still holds,
+      so budget the soft phase left unused goes to precision.
 
     Schedule
     * ``epochs`` soft joint training, τ annealed geometrically from ``tau_start`` to ``tau_end``;
@@ -85,6 +88,7 @@ class JointConfig:
     dual_lr: float = 0.05
     target_ramp: float = 0.5
     tol: float = 0.0
+    fill_budget: bool = True
     epochs: int = 20
     finetune_epochs: int = 10
     finetune_schedule: str = "cosine"

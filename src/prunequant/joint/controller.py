@@ -4,7 +4,7 @@
   measure: λ_k ← λ_k + lr · (measure_k / setpoint_k − 1); the loss adds λ_k · soft_k / target_k. The
   setpoint moves (cubic) from the starting value to the target over the ramp, so compression is gradual.
 * :func:`repair_bits_` - at hardening, lower chosen bit-widths greedily (smallest drop in logit per unit of
-  violation removed) until the bit/size/BOP targets hold.
+  violation removed) until the bit/size/BOP targets hold; :func:`fill_budget_` raises them while they still hold.
 * :func:`snap_beta_` - at hardening, scale every β by one common factor (bisection) so size or BOPs meet their
   target with the fewest weights removed; :func:`snap_sparsity_` likewise for the sparsity target.
 """
@@ -77,24 +77,26 @@ def violations(measures: dict[str, float], targets: dict[str, float], tol: float
     return out
 
 
-def _moves(layers: list[JointLayer]):
-    """Candidate moves: (mixture, new choice, logit cost) lowering one weight or feature-map choice one step."""
+def _moves(layers: list[JointLayer], step: int = -1):
+    """Candidate moves: (mixture, new choice, logit cost) changing one weight or feature-map choice by one
+    candidate (``step=-1`` lower, ``+1`` higher; per-channel mixtures move their widest / narrowest channels)."""
     seen = set()
     for l in layers:
         for mix in (l.wq.mixture, l.aq.mixture if l.aq is not None else None):
-            if mix is None or id(mix) in seen:
+            if mix is None or id(mix) in seen or not mix.hard:
                 continue
             seen.add(id(mix))
-            c = mix.chosen
+            c, top = mix.chosen, len(mix.bits) - 1
             if c.dim() == 0:
-                if int(c) == 0:
+                if not 0 <= int(c) + step <= top:
                     continue
-                new = c - 1
+                new = c + step
                 cost = float(mix.logits[int(c)] - mix.logits[int(new)])
             else:
-                if not bool((c > 0).any()):
+                if not bool(((c + step >= 0) & (c + step <= top)).any()):
                     continue
-                new = torch.where(c == c.max(), (c - 1).clamp(min=0), c)
+                edge = c.max() if step < 0 else c.min()
+                new = torch.where(c == edge, (c + step).clamp(0, top), c)
                 gather = lambda idx: mix.logits.gather(0, idx[None]).squeeze(0)  # noqa: E731
                 cost = float((gather(c) - gather(new)).sum())
             yield mix, new, cost
@@ -192,3 +194,32 @@ def snap_sparsity_(layers: list[JointLayer], target: float, fixed_bits: int, min
         p.log_beta.add_(best_c)
     project_min_density_(items, min_density)
     return math.exp(best_c)
+
+
+@torch.no_grad()
+def fill_budget_(layers: list[JointLayer], targets: dict[str, float], fixed_bits: int,
+                 min_sparsity: float | None = None, log: Callable[[str], None] | None = None) -> int:
+    """Spend what the soft phase left of the budget: raise hardened choices one candidate at a time while every
+    target still holds (and the sparsity stays >= ``min_sparsity``), most preferred (smallest logit drop) first;
+    returns the number of moves. Nothing happens without targets."""
+    if not targets:
+        return 0
+    n_moves = 0
+    while True:
+        best = None
+        for mix, new, cost in _moves(layers, +1):
+            old = mix.chosen.clone()
+            mix.chosen.copy_(new)
+            after = hard_costs(layers, fixed_bits)
+            mix.chosen.copy_(old)
+            if violations(after, targets) or (min_sparsity is not None and after["sparsity"] < min_sparsity):
+                continue
+            if best is None or cost < best[0]:
+                best = (cost, mix, new)
+        if best is None:
+            break
+        best[1].chosen.copy_(best[2])
+        n_moves += 1
+    if log is not None and n_moves:
+        log(f"budget fill: raised {n_moves} choice(s) within the targets")
+    return n_moves

@@ -26,9 +26,9 @@ from torch import Tensor, nn
 
 from ..analysis.macs import call_macs, is_known
 from ..analysis.report import storage_bits
-from ..pruning.base import FixedMask, get_mask
 from ..pruning.analytic import AnalyticThreshold
 from ..pruning.analytic.controller import beta_caps
+from ..pruning.base import FixedMask, get_mask
 from ..quantization.base import MIN_BITS
 from .quantizers import SoftMixActQuant, SoftMixWeightQuant
 

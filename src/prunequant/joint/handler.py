@@ -18,15 +18,20 @@ from torch.utils.data import DataLoader
 from ..analysis.report import storage_bits
 from ..api import register_handler
 from ..errors import ConfigError, LayerError
-from ..pruning.analytic import (AnalyticThreshold, AnalyticThresholdConfig, AnalyticThresholdPlugin,
-                                attach_analytic_thresholds_, harden_masks_)
+from ..pruning.analytic import (
+    AnalyticThreshold,
+    AnalyticThresholdConfig,
+    AnalyticThresholdPlugin,
+    attach_analytic_thresholds_,
+    harden_masks_,
+)
 from ..pruning.base import apply_mask_, check_weight, finalize_masks_, get_mask, prunable_modules
 from ..quantization.base import MIN_BITS, ActFakeQuant, attach_input_quant
 from ..quantization.pwlq import PWLQWeightQuant
 from ..quantization.uniform import UniformWeightQuant
 from ..training import TrainConfig, Trainer, accuracy, evaluate
 from .config import JointConfig
-from .controller import repair_bits_, snap_beta_, snap_sparsity_
+from .controller import fill_budget_, repair_bits_, snap_beta_, snap_sparsity_
 from .costs import JointLayer, fixed_param_bits, hard_costs, measure_macs_
 from .plugin import JointPlugin, layer_table, rich_table, unique_mixtures
 from .quantizers import ChannelBitsWeightQuant, SoftMixActQuant, SoftMixWeightQuant
@@ -170,7 +175,8 @@ def harden_(model: nn.Module, config: JointConfig | None = None, layers: list[Jo
     """Freeze every mixture at its argmax and make masks hard (|w| > β). With ``config`` (and its targets):
     lower bits greedily until the bit targets hold, snap β to the sparsity target (counting the weights the
     quantizer rounds to zero), raise β (then lower bits)
-    until size/BOP targets hold. Layers or channels at 0 bits get an all-zero mask. Returns what was done."""
+    until size/BOP targets hold, then (``config.fill_budget``) raise bits while every target still holds. Layers
+    or channels at 0 bits get an all-zero mask. Returns what was done."""
     layers = layers if layers is not None else joint_layers(model)
     if not layers:
         raise LayerError(f"{type(model).__name__}: no joint quantizers to harden")
@@ -187,6 +193,9 @@ def harden_(model: nn.Module, config: JointConfig | None = None, layers: list[Jo
             info["sparsity_snap"] = snap_sparsity_(layers, config.target_sparsity, fixed_bits, config.min_density)
         info["beta_snap"] = snap_beta_(layers, targets, fixed_bits, config.tol, min_density=config.min_density)
         info["repair_size"] = repair_bits_(layers, targets, fixed_bits, config.tol, ("size_bytes", "bops"), log)
+        if config.fill_budget:
+            ms = None if config.target_sparsity is None else config.target_sparsity - 0.005
+            info["fill"] = fill_budget_(layers, targets, fixed_bits, ms, log)
     harden_masks_(model)
     _zero_removed_(layers)
     for l in layers:

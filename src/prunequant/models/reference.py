@@ -19,7 +19,7 @@ REFERENCE_LR = {"digits_cnn": 3e-3, "mlp": 2e-3, "resnet_small": 3e-3, "mobilene
 
 @lru_cache(maxsize=16)
 def _train_cached(name: str, seed: int, epochs: int, progress: bool) -> tuple[nn.Module, float]:
-    from ..training import Trainer, TrainConfig
+    from ..training import TrainConfig, Trainer
 
     torch.manual_seed(seed)
     model = build_model(name)

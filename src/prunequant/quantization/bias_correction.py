@@ -16,9 +16,12 @@ from .base import per_channel, to_channels
 
 
 def bias_correction_terms(w: Tensor, wq: Tensor, dim: int | None = 0) -> tuple[Tensor, Tensor]:
-    """(shift, gain) per channel, each (C,) (0-d for ``dim=None``)."""
+    """(shift, gain) per channel, each (C,) (0-d for ``dim=None``).
+
+    A channel holding exact zeros (pruned weights) gets no shift, only the gain, so that its zeros stay exactly
+    zero after correction and the sparsity survives quantization."""
     x, q = to_channels(w.detach(), dim).to(torch.float64), to_channels(wq.detach(), dim).to(torch.float64)
-    shift = x.mean(1) - q.mean(1)
+    shift = torch.where((x == 0).any(1), torch.zeros_like(x[:, 0]), x.mean(1) - q.mean(1))
     if x.shape[1] > 1:
         sx, sq = x.std(1), q.std(1)
         gain = torch.where(sq > 0, sx / sq.clamp(min=1e-300), torch.ones_like(sq))

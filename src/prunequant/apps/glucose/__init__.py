@@ -3,27 +3,95 @@ simulator, the real chemotools fermentation spectra, clinical metrics, a PLS bas
 
 See docs/glucose.md. Importing this package registers the ``glucose_lstm`` model for ``prunequant.io.load``.
 """
-from .data import (FERMENTATION_RANGE, Recordings, SpectraSet, SpectralAugmentation, fermentation_set,
-                   read_recordings_csv, write_recordings_csv)
-from .metrics import (GlucoseMetrics, clarke_zones, evaluate_predictions, iso15197, mae, mard, parkes_zones, r2,
-                      rmse, zone_percentages)
+from .data import (
+                   FERMENTATION_RANGE,
+                   Recordings,
+                   SpectralAugmentation,
+                   SpectraSet,
+                   fermentation_set,
+                   read_recordings_csv,
+                   write_recordings_csv,
+)
+from .metrics import (
+                   GlucoseMetrics,
+                   clarke_zones,
+                   evaluate_predictions,
+                   iso15197,
+                   mae,
+                   mard,
+                   parkes_zones,
+                   r2,
+                   rmse,
+                   zone_percentages,
+)
 from .model import SNV, GlucoseLSTM, LinearCorrection, SavitzkyGolayConv1d
-from .pipeline import (CompressSettings, TrainSettings, compress_glucose, evaluate_model, fit_glucose, neg_rmse,
-                       predict, regression_loss, size_report)
+from .pipeline import (
+                   CompressSettings,
+                   TrainSettings,
+                   compress_glucose,
+                   evaluate_model,
+                   fit_glucose,
+                   neg_rmse,
+                   predict,
+                   regression_loss,
+                   size_report,
+)
 from .pls import PLSBaseline
 from .preprocess import SpectralPreprocessing, linear_correction, pool, savgol, snv
-from .simulate import (SimulatedCohort, SimulatorConfig, Tissue, glucose_trace, simulate_cohort, simulate_splits,
-                       simulate_subject, tissue_absorbance)
+from .simulate import (
+                   SimulatedCohort,
+                   SimulatorConfig,
+                   Tissue,
+                   glucose_trace,
+                   simulate_cohort,
+                   simulate_splits,
+                   simulate_subject,
+                   tissue_absorbance,
+)
 
 __all__ = [
-    "GlucoseLSTM", "SavitzkyGolayConv1d", "SNV", "LinearCorrection",
-    "SimulatorConfig", "SimulatedCohort", "Tissue", "simulate_cohort", "simulate_splits", "simulate_subject",
-    "glucose_trace", "tissue_absorbance",
-    "rmse", "mae", "mard", "r2", "clarke_zones", "parkes_zones", "zone_percentages", "iso15197",
-    "evaluate_predictions", "GlucoseMetrics",
-    "PLSBaseline", "SpectralPreprocessing", "snv", "savgol", "linear_correction", "pool",
-    "SpectraSet", "fermentation_set", "SpectralAugmentation", "FERMENTATION_RANGE", "Recordings",
-    "read_recordings_csv", "write_recordings_csv",
-    "TrainSettings", "CompressSettings", "fit_glucose", "predict", "evaluate_model", "compress_glucose",
-    "size_report", "regression_loss", "neg_rmse",
+                   "FERMENTATION_RANGE",
+                   "SNV",
+                   "CompressSettings",
+                   "GlucoseLSTM",
+                   "GlucoseMetrics",
+                   "LinearCorrection",
+                   "PLSBaseline",
+                   "Recordings",
+                   "SavitzkyGolayConv1d",
+                   "SimulatedCohort",
+                   "SimulatorConfig",
+                   "SpectraSet",
+                   "SpectralAugmentation",
+                   "SpectralPreprocessing",
+                   "Tissue",
+                   "TrainSettings",
+                   "clarke_zones",
+                   "compress_glucose",
+                   "evaluate_model",
+                   "evaluate_predictions",
+                   "fermentation_set",
+                   "fit_glucose",
+                   "glucose_trace",
+                   "iso15197",
+                   "linear_correction",
+                   "mae",
+                   "mard",
+                   "neg_rmse",
+                   "parkes_zones",
+                   "pool",
+                   "predict",
+                   "r2",
+                   "read_recordings_csv",
+                   "regression_loss",
+                   "rmse",
+                   "savgol",
+                   "simulate_cohort",
+                   "simulate_splits",
+                   "simulate_subject",
+                   "size_report",
+                   "snv",
+                   "tissue_absorbance",
+                   "write_recordings_csv",
+                   "zone_percentages",
 ]

@@ -21,7 +21,7 @@ import torch
 from .data import SpectralAugmentation, fermentation_set
 from .metrics import GlucoseMetrics, evaluate_predictions
 from .model import GlucoseLSTM
-from .pipeline import (CompressSettings, TrainSettings, compress_glucose, fit_glucose, predict, size_report)
+from .pipeline import CompressSettings, TrainSettings, compress_glucose, fit_glucose, predict, size_report
 from .pls import PLSBaseline
 from .preprocess import SpectralPreprocessing
 from .simulate import SimulatorConfig, simulate_cohort

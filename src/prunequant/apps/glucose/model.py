@@ -179,7 +179,7 @@ class GlucoseLSTM(nn.Module):
         return x[:, : self.steps * self.chunk].reshape(x.shape[0], self.steps, self.chunk)
 
     @torch.no_grad()
-    def fit_normalization(self, x: torch.Tensor, y: torch.Tensor) -> "GlucoseLSTM":
+    def fit_normalization(self, x: torch.Tensor, y: torch.Tensor) -> GlucoseLSTM:
         """Set the input standardisation (per feature; per step too in spectrum mode) and the output scale from
         training data. Features with zero spread keep std 1 (e.g. the end points after linear correction)."""
         z = self.front_end(x.float())

@@ -9,10 +9,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from .metrics import PARKES_T1_LOWER, PARKES_T1_UPPER, ZONES, clarke_zones, parkes_zones, zone_percentages  # noqa: E402
+from .metrics import PARKES_T1_LOWER, PARKES_T1_UPPER, ZONES, clarke_zones, parkes_zones, zone_percentages
 
 _ZONE_COLORS = {"A": "tab:green", "B": "tab:olive", "C": "tab:orange", "D": "tab:red", "E": "darkred"}
 
@@ -38,7 +38,7 @@ def plot_clarke(y_true, y_pred, path: str | Path, title: str = "Clarke error gri
     fig, ax = plt.subplots(figsize=(6, 6))
     lim = max(400.0, float(ref.max()), float(pred.max()))
     _scatter_by_zone(ax, ref, pred, clarke_zones(ref, pred), lim)
-    k = dict(color="k", lw=1)
+    k = {"color": "k", "lw": 1}
     ax.plot([0, 175 / 3], [70, 70], **k)
     ax.plot([175 / 3, lim / 1.2], [70, lim], **k)                # A upper: 1.2 x
     ax.plot([70, 70], [0, 56], **k)

@@ -7,8 +7,8 @@ data, so a subject never sits in both the fitting and the scoring part of a fold
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 from sklearn.cross_decomposition import PLSRegression
@@ -39,7 +39,7 @@ class PLSBaseline:
         z = self.preprocessing(x)
         return z.reshape(len(z), -1)
 
-    def fit(self, x, y, groups=None, augment: Callable | None = None) -> "PLSBaseline":
+    def fit(self, x, y, groups=None, augment: Callable | None = None) -> PLSBaseline:
         """Fit; ``augment(x, y, seed) -> (x', y')`` (e.g. :class:`.data.SpectralAugmentation`) enlarges the
         training part of every fold and the final training set, never the scored part."""
         x = np.asarray(x, dtype=np.float64)

@@ -122,7 +122,7 @@ class SimulatorConfig:
     def wavelengths(self) -> np.ndarray:
         if self.grid == "led":
             return np.asarray(self.led_nm, dtype=np.float64)
-        n = int(round((self.wl_stop - self.wl_start) / self.wl_step)) + 1
+        n = round((self.wl_stop - self.wl_start) / self.wl_step) + 1
         return self.wl_start + self.wl_step * np.arange(n)
 
     def to_dict(self) -> dict:
@@ -286,7 +286,7 @@ class SimulatedCohort:
     def windows(self, length: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sliding windows of ``length`` readings ending at each time step; the target is the blood glucose at the
         window's last step. Returns X (N, length, C), y (N,), subject id (N,)."""
-        s, t, c = self.absorbance.shape
+        _s, t, c = self.absorbance.shape
         if not 1 <= length <= t:
             raise ConfigError(f"window length must be in [1, {t}], got {length}")
         ends = np.arange(length - 1, t, stride)
@@ -299,7 +299,7 @@ class SimulatedCohort:
 def simulate_subject(subject_id: int, cfg: SimulatorConfig, seed: int = 0) -> dict[str, np.ndarray]:
     """All arrays for one subject (deterministic in ``(seed, subject_id)``)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(subject_id)]))
-    minutes = int(round(cfg.days * 1440))
+    minutes = round(cfg.days * 1440)
     start = rng.uniform(0.0, 1440.0) if cfg.random_start else 0.0
     trace = glucose_trace(rng, cfg, minutes, start)
     tissue = Tissue(water=_u(rng, cfg.water_frac), fat=_u(rng, cfg.fat_frac), protein=_u(rng, cfg.protein_frac),
@@ -317,7 +317,7 @@ def simulate_subject(subject_id: int, cfg: SimulatorConfig, seed: int = 0) -> di
     path = 1.0 + _smooth_walk(rng, n, cfg.path_drift, 180.0, step)
     hydration = 1.0 + _smooth_walk(rng, n, cfg.hydration_drift, 360.0, step)
     seen = blood_frac * trace["blood"][i] + (1 - blood_frac) * trace["isf"][i]
-    wl = cfg.wavelengths()
+    cfg.wavelengths()
     w = channel_weights(cfg)
     fine = np.arange(w.shape[1]) * FINE_STEP_NM + _fine_start(cfg)
     a_fine = tissue_absorbance(fine, seen, tissue, temp, path, hydration, cfg)
@@ -342,7 +342,7 @@ def simulate_cohort(subject_ids, cfg: SimulatorConfig | None = None, seed: int =
 
         it = track(ids, description="simulating subjects")
     subs = [simulate_subject(int(s), cfg, seed) for s in it]
-    stack = lambda k: np.stack([d[k] for d in subs])  # noqa: E731
+    stack = lambda k: np.stack([d[k] for d in subs])
     return SimulatedCohort(wavelengths=cfg.wavelengths(), absorbance=stack("absorbance"), glucose=stack("glucose"),
                            isf_glucose=stack("isf"), time_min=subs[0]["time_min"], subject_ids=ids,
                            temperature_c=stack("temperature_c"), path_scale=stack("path_scale"),
