@@ -53,3 +53,9 @@ def test_npz_loader_and_corrupt_file(tmp_path):
     bad.write_bytes(p.read_bytes()[:50])
     with pytest.raises(StorageError, match="bad.npz"):
         load_tensors(bad)
+
+
+def test_fermentation_blank_rows_are_never_matched():
+    f = fermentation_data()
+    assert (~f.valid).sum() == 3 and f.valid[f.test_index].all()
+    assert f.test_index[-1] == 1625  # 33.9 h lands on a blank row; moved to the last real spectrum

@@ -3,7 +3,9 @@
 * train: 21 lab standards, 1,047 wavenumbers (428-1833 cm^-1, mid-IR), glucose 0-38 g/L.
 * test: 1,629 on-line spectra of a lignocellulose ethanol fermentation, one every 1.25 min (an inference from the
   numbers: 1,629 x 1.25 min = 33.9 h, the HPLC time range), plus 34 HPLC rows with ``time`` in hours.
-  Each HPLC row is matched to the spectrum nearest to its time: index = round(time * 60 / 1.25).
+  Each HPLC row is matched to the spectrum nearest to its time: index = round(time * 60 / 1.25). The last three
+  on-line rows of the file are blank placeholders (every value 1.0); ``valid`` marks the real spectra and an HPLC
+  time that lands on a blank row is matched to the nearest earlier real spectrum instead.
 Source: Cabaneros Lopez et al., Biotechnology and Bioengineering (2021). Units are g/L of broth, not blood.
 """
 from __future__ import annotations
@@ -26,7 +28,8 @@ class FermentationData:
     y_train: np.ndarray           # (21,) g/L glucose
     x_test_all: np.ndarray        # (1629, 1047) every on-line spectrum, time-ordered
     test_time_h: np.ndarray       # (34,) HPLC sample times
-    test_index: np.ndarray        # (34,) index into x_test_all nearest to each HPLC time
+    test_index: np.ndarray        # (34,) index into x_test_all nearest to each HPLC time (real spectra only)
+    valid: np.ndarray             # (1629,) bool: False for the blank placeholder rows
     y_test: np.ndarray            # (34,) g/L glucose
 
     @property
@@ -50,6 +53,11 @@ def fermentation_data() -> FermentationData:
     x_all = xte.to_numpy(dtype=np.float64)
     t = yte["time"].to_numpy(dtype=np.float64)
     idx = np.clip(np.rint(t * 60.0 / SPECTRUM_INTERVAL_MIN).astype(int), 0, len(x_all) - 1)
+    valid = x_all.std(axis=1) > 0
+    real = np.flatnonzero(valid)
+    # nearest earlier real spectrum for an index that lands on a blank row (vectorized)
+    pos = np.searchsorted(real, idx, side="right") - 1
+    idx = np.where(valid[idx], idx, real[np.clip(pos, 0, len(real) - 1)])
     return FermentationData(wavenumbers=wn, x_train=xtr.to_numpy(dtype=np.float64),
-                            y_train=ytr["glucose"].to_numpy(dtype=np.float64), x_test_all=x_all,
+                            y_train=ytr["glucose"].to_numpy(dtype=np.float64), x_test_all=x_all, valid=valid,
                             test_time_h=t, test_index=idx, y_test=yte["glucose"].to_numpy(dtype=np.float64))

@@ -71,7 +71,7 @@ class JointConfig:
     * ``finalize``: harden to plain quantized, pruned layers at the end (see :func:`finalize_`).
     """
 
-    weight_bits: Sequence[int] = (2, 3, 4, 6, 8)
+    weight_bits: Sequence[int] = (3, 4, 6, 8)
     act_bits: Sequence[int] = (2, 3, 4, 6, 8)
     weight_scheme: str | Sequence[str] = "uniform"
     granularity: str = "tensor"

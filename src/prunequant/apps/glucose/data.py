@@ -44,10 +44,6 @@ class SpectraSet:
     stream_time_h: np.ndarray | None = None
 
 
-def _nonblank(x: np.ndarray) -> np.ndarray:
-    return x.std(axis=1) > 0
-
-
 def fermentation_set(region: tuple[float, float] = FERMENTATION_RANGE) -> SpectraSet:
     """The chemotools fermentation spectra restricted to ``region`` (cm⁻¹), as a :class:`SpectraSet`."""
     from ...data import fermentation_data
@@ -60,14 +56,7 @@ def fermentation_set(region: tuple[float, float] = FERMENTATION_RANGE) -> Spectr
     keep = (d.wavenumbers >= lo) & (d.wavenumbers <= hi)
     if keep.sum() < 16:
         raise ConfigError(f"region {region} holds only {int(keep.sum())} wavenumbers of the fermentation data")
-    stream = d.x_test_all
-    ok = _nonblank(stream)
-    idx = np.asarray(d.test_index).copy()
-    valid = np.flatnonzero(ok)
-    for i, j in enumerate(idx):
-        if not ok[j]:  # blank placeholder: use the nearest earlier real spectrum
-            earlier = valid[valid < j]
-            idx[i] = earlier[-1] if earlier.size else valid[0]
+    stream, ok, idx = d.x_test_all, d.valid, d.test_index
     return SpectraSet(name="fermentation", axis=d.wavenumbers[keep], axis_label="wavenumber (cm$^{-1}$)",
                       unit="g/L", clinical=False, x_train=d.x_train[:, keep], y_train=d.y_train,
                       x_test=stream[idx][:, keep], y_test=d.y_test, test_time_h=d.test_time_h,
