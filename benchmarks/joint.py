@@ -132,7 +132,7 @@ def glucose_task(args) -> Task:
     y_std = float(np.std(ytr))
     return Task("glucose_lstm", fp32, loaders, lambda m: rmse(yte, predict(m, xte)), "rmse_mgdl", False,
                 torch.zeros(1, 6, xtr.shape[-1]), 8, args.glucose_ratios,
-                (4, 2) if args.quick else (12, 6), 1 if args.quick else args.seeds,
+                (4, 2) if args.quick else (12, 6), 1 if args.quick else args.glucose_seeds,
                 loss_fn=regression_loss("mse", y_std), train_metric=neg_rmse, exclude=("proj", "head"))
 
 
@@ -264,7 +264,8 @@ def run_task(task: Task, args, bar, progress_task) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short schedules; glucose: 1 seed (< 3 min)")
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="digits seeds")
+    ap.add_argument("--glucose-seeds", type=int, default=3, help="glucose seeds (--quick: 1)")
     ap.add_argument("--ratios", type=float, nargs="+", default=[16.0, 24.0, 32.0], help="digits targets")
     ap.add_argument("--glucose-ratios", type=float, nargs="+", default=[6.0, 8.0, 10.0], help="glucose targets")
     ap.add_argument("--models", nargs="+", default=["digits", "glucose"], choices=["digits", "glucose"])

@@ -1,5 +1,9 @@
 """Joint pruning + mixed-precision QAT on real models: targets, hardening, finalization, storage, bad input."""
 import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,8 +61,9 @@ def test_bit_and_sparsity_targets_are_met_on_digits_cnn(digits):
     for row in res.table:
         r = rows[row["layer"].rsplit(".", 1)[0]]
         assert r.weight_bits == max(2, row["wbits"]) and r.act_bits == row["abits"]
-    nnz = sum(int(torch.count_nonzero(mod.weight)) for mod in model.modules() if isinstance(mod, (nn.Conv2d, nn.Linear)))
-    n = sum(mod.weight.numel() for mod in model.modules() if isinstance(mod, (nn.Conv2d, nn.Linear)))
+    layers = [mod for mod in model.modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+    nnz = sum(int(torch.count_nonzero(mod.weight)) for mod in layers)
+    n = sum(mod.weight.numel() for mod in layers)
     assert abs((1 - nnz / n) - m["sparsity"]) < 1e-9
     assert res.val_metric_final > 0.8 and len(res.history) == 5
 
@@ -80,7 +85,7 @@ def test_size_target_is_met_and_matches_report(digits):
     dict(weight_bits=(0, 2, 4, 8), mix_granularity="channel", granularity="channel"),
     dict(weight_bits=(0, 3, 6), prune=False),
 ])
-def test_finalize_equals_hardened_soft_model(digits, kw):
+def test_finalize_equals_hardened_soft_model(digits, kw, tmp_path):
     train, _, test = digits
     torch.manual_seed(0)
     model = DigitsCNN()
@@ -100,6 +105,11 @@ def test_finalize_equals_hardened_soft_model(digits, kw):
         final = model(x)
     assert torch.equal(hard, final)
     assert not any(isinstance(m, (SoftMixWeightQuant, SoftMixActQuant)) for m in model.modules())
+    from prunequant.export.artifact import export, load_compressed
+
+    export(model, tmp_path / "joint.pqa")  # the packed integer artifact rebuilds the same model
+    with torch.no_grad():
+        assert torch.equal(load_compressed(tmp_path / "joint.pqa").eval()(x), final)
     for mod in model.modules():
         if isinstance(mod, (nn.Conv2d, nn.Linear)):
             assert isinstance(mod.parametrizations.weight[0], WeightFakeQuant)
@@ -180,11 +190,13 @@ def test_controller_dual_ascent_and_ramp():
     assert c2.targets == c.targets and c2.lam == c.lam
 
 
-def test_repair_lowers_bits_until_target_holds(digits):
+@pytest.mark.parametrize("mix", ["layer", "channel"])
+def test_repair_lowers_bits_until_target_holds(digits, mix):
     train, _, _ = digits
     model = DigitsCNN()
     calib = [b for _, b in zip(range(2), train)]
-    prune_quantize_(model, JointConfig(prune=False, verbose=False), calibration=calib, example_input=X1)
+    prune_quantize_(model, JointConfig(prune=False, mix_granularity=mix, weight_bits=(0, 2, 4, 8), verbose=False),
+                    calibration=calib, example_input=X1)
     layers = joint_layers(model)
     harden_(model, layers=layers)  # linear init: every choice at 8 bits
     from prunequant.joint import hard_costs
@@ -211,3 +223,68 @@ def test_fill_budget_raises_bits_within_the_targets(digits):
     after = hard_costs(layers, fixed)
     assert moves > 0 and low["wbits"] < after["wbits"] and after["size_bytes"] <= target["size_bytes"]
     assert fill_budget_(layers, {}, fixed) == 0
+
+
+DDP_SCRIPT = """
+import torch, torch.distributed as dist
+from prunequant.api import prune_quantize_
+from prunequant.data import digits_loaders
+from prunequant.joint import JointConfig
+from prunequant.models import train_reference
+from prunequant.training import TrainConfig
+torch.set_num_threads(1)
+model, _ = train_reference("digits_cnn", seed=0, epochs=1)
+train, _, _ = digits_loaders(seed=0)
+res = prune_quantize_(model, JointConfig(target_size_bytes=8000, epochs=1, finetune_epochs=1, verbose=False),
+                      train=train, train_config=TrainConfig(progress=False, seed=0))
+w = sum(float(p.detach().double().abs().sum()) for p in model.parameters())
+print("RESULT", dist.get_rank(), round(res.measures["size_bytes"], 3), repr(w), flush=True)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.skipif(not (Path(sys.executable).parent / "torchrun").exists() and shutil.which("torchrun") is None,
+                    reason="torchrun not installed")
+def test_ddp_with_torchrun_keeps_ranks_identical(tmp_path):
+    script = tmp_path / "joint_ddp.py"
+    script.write_text(DDP_SCRIPT)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun) if torchrun.exists() else "torchrun", "--standalone", "--nproc_per_node=2", str(script)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = sorted(line.split()[1:] for line in out.stdout.splitlines() if line.startswith("RESULT"))
+    assert [r[0] for r in results] == ["0", "1"]
+    assert results[0][1:] == results[1][1:]  # same size and bit-identical weights on both ranks
+    assert float(results[0][1]) <= 8000
+
+
+def test_checkpoint_resume_is_exact(tmp_path, digits):
+    from prunequant.training import TrainConfig, Trainer
+
+    train = digits[0]
+    calib = [b for _, b in zip(range(2), train)]
+    steps = 2 * len(train)
+    cfg = JointConfig(target_size_bytes=9000, target_abits=5, weight_scheme="pwlq", pwlq_refresh_every=5,
+                      epochs=2, verbose=False)
+
+    def attached():
+        torch.manual_seed(0)
+        model = DigitsCNN()
+        res = prune_quantize_(model, cfg, calibration=calib, example_input=X1, total_steps=steps)
+        return model, res.plugin
+
+    def fit(model, plugin, ckpt, max_steps=None):
+        tc = TrainConfig(epochs=2, progress=False, checkpoint_dir=str(ckpt), checkpoint_every=7, max_steps=max_steps)
+        Trainer(model, tc, plugins=[plugin]).fit(train)
+
+    straight, p1 = attached()
+    fit(straight, p1, tmp_path / "a")
+    interrupted, p2 = attached()
+    fit(interrupted, p2, tmp_path / "b", max_steps=steps // 2 + 3)
+    resumed, p3 = attached()  # a fresh process would rebuild model and plugin, then resume from the checkpoint
+    fit(resumed, p3, tmp_path / "b")
+    sa, sb = straight.state_dict(), resumed.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    assert p1.controller.lam == p3.controller.lam and p1.tau == p3.tau

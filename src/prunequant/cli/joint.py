@@ -26,7 +26,7 @@ def joint(
     abits: float | None = typer.Option(None, "--abits", help="Target average feature-map bits."),
     sparsity: float | None = typer.Option(None, "--sparsity", help="Target global weight sparsity in (0, 1)."),
     bops: float | None = typer.Option(None, "--bops", help="Target bit-operations per sample."),
-    weight_bits: str = typer.Option("2,3,4,6,8", "--weight-bits", help="Weight candidates (0 = remove layer)."),
+    weight_bits: str = typer.Option("3,4,6,8", "--weight-bits", help="Weight candidates (0 = remove layer)."),
     act_bits: str = typer.Option("2,3,4,6,8", "--act-bits", help="Feature-map candidates."),
     scheme: str = typer.Option("uniform", "--scheme", help="Weight quantizer per candidate: uniform or pwlq."),
     granularity: str = typer.Option("tensor", help="Weight scales per tensor or channel."),
@@ -38,9 +38,9 @@ def joint(
     out: Path = typer.Option(Path("joint_out"), "--out", help="Folder for result.json, report, plots, model."),
     seed: int = typer.Option(0, help="Training seed."),
 ) -> None:
-    """Prune and mixed-precision quantize MODEL jointly to the given targets (no target: λ-free soft search),
-    print the per-layer table each epoch and the final report, write OUT/result.json, OUT/report.json,
-    OUT/history.png and OUT/model.safetensors."""
+    """Prune and mixed-precision quantize MODEL jointly to the given targets (at least one of --ratio,
+    --size-bytes, --wbits, --abits, --sparsity, --bops), print the per-layer table each epoch and the final
+    report, write OUT/result.json, OUT/report.json, OUT/history.png and OUT/model.safetensors."""
     import copy
     import json
 
@@ -60,6 +60,9 @@ def joint(
 
     console = Console()
     x1 = torch.zeros(1, 1, 8, 8)
+    if all(v is None for v in (ratio, size_bytes, wbits, abits, sparsity, bops)):
+        raise typer.BadParameter("give at least one target: --ratio, --size-bytes, --wbits, --abits, --sparsity "
+                                 "or --bops")
     try:
         if model in REFERENCE_EPOCHS:
             console.print(f"training reference model [bold]{model}[/] on digits (seed {seed}) ...")

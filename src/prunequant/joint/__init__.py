@@ -19,5 +19,6 @@ from .quantizers import ChannelBitsWeightQuant, SoftMixActQuant, SoftMixWeightQu
 __all__ = ["JointConfig", "JointResult", "JointPlugin", "JointLayer", "BitMixture", "SoftMixWeightQuant",
            "SoftMixActQuant", "ChannelBitsWeightQuant", "TargetController", "prune_quantize_joint_", "attach_joint_",
            "calibrate_", "harden_", "finalize_", "joint_layers", "hard_costs", "soft_costs", "layer_table",
-           "rich_table", "repair_bits_", "snap_beta_", "snap_sparsity_", "fill_budget_", "MagnitudeQATConfig", "AnalyticPWLQConfig",
+           "rich_table", "repair_bits_", "snap_beta_", "snap_sparsity_", "fill_budget_", "MagnitudeQATConfig",
+           "AnalyticPWLQConfig",
            "qat_after_magnitude_", "analytic_then_pwlq_", "sparsity_for_size", "size_at_sparsity"]

@@ -56,8 +56,9 @@ class JointConfig:
     * ``target_ramp``: fraction of the soft phase over which every setpoint moves (cubic) from the starting
       value to its target.
     * ``tol``: relative slack allowed on the targets at hardening (0: measure <= target).
-    * ``fill_budget``: at hardening, raise bit choices (most preferred first) while every target still holds,
-      so budget the soft phase left unused goes to precision.
+    * ``fill_budget``: at hardening, use budget the soft phase left unused: scale all β down by one common factor
+      until the size/BOP target is just met (weights pruned beyond the budget come back; not with a sparsity
+      target), then raise bit choices (most preferred first) while every target still holds.
 
     Schedule
     * ``epochs`` soft joint training, τ annealed geometrically from ``tau_start`` to ``tau_end``;

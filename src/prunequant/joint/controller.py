@@ -26,7 +26,8 @@ class TargetController:
     """Dual ascent on ``measure_k = setpoint_k`` (k in wbits, abits, size_bytes, bops).
 
     ``mode="at_most"`` (default): λ >= 0, a pure upper bound; ``"equal"``: λ may turn negative when the measure
-    falls below its setpoint, so an overshoot is undone (as the analytic sparsity controller does). ``initial``: the measures at the start (setpoints ramp from there); ``lam``: starting λ.
+    falls below its setpoint, so an overshoot is undone (as the analytic sparsity controller does).
+    ``initial``: the measures at the start (setpoints ramp from there); ``lam``: starting λ.
     """
 
     def __init__(self, targets: dict[str, float], initial: dict[str, float], ramp_steps: int = 0,
@@ -97,8 +98,8 @@ def _moves(layers: list[JointLayer], step: int = -1):
                     continue
                 edge = c.max() if step < 0 else c.min()
                 new = torch.where(c == edge, (c + step).clamp(0, top), c)
-                gather = lambda idx: mix.logits.gather(0, idx[None]).squeeze(0)  # noqa: E731
-                cost = float((gather(c) - gather(new)).sum())
+                lg = mix.logits.detach()
+                cost = float((lg.gather(0, c[None]) - lg.gather(0, new[None])).sum())
             yield mix, new, cost
 
 
@@ -143,30 +144,34 @@ def repair_bits_(layers: list[JointLayer], targets: dict[str, float], fixed_bits
 
 @torch.no_grad()
 def snap_beta_(layers: list[JointLayer], targets: dict[str, float], fixed_bits: int, tol: float = 0.0,
-               keys: tuple[str, ...] = ("size_bytes", "bops"), min_density: float = 0.0, iters: int = 50) -> float:
-    """Scale every analytic β by the smallest common factor c >= 1 that meets the ``keys`` targets (each group
-    keeping ``min_density`` of its weights); returns c (1.0 if they already hold; the largest factor tried if
-    they cannot be met)."""
+               keys: tuple[str, ...] = ("size_bytes", "bops"), min_density: float = 0.0, shrink: bool = False,
+               iters: int = 50) -> float:
+    """Scale every analytic β by the smallest common factor c that meets the ``keys`` targets (each group keeping
+    ``min_density`` of its weights); returns c. ``shrink=False``: c >= 1 (only prune more, when a target is
+    exceeded); ``shrink=True``: c may be < 1, so weights the soft phase pruned beyond the budget come back."""
     active = {k: v for k, v in targets.items() if k in keys}
     items = [(l.mask, l.raw) for l in layers if isinstance(l.mask, AnalyticThreshold)]
     if not active or not items:
-        return 1.0
-    if not violations(hard_costs(layers, fixed_bits), active, tol):
         return 1.0
 
     def bad(log_c: float) -> bool:
         return bool(violations(hard_costs(layers, fixed_bits, math.exp(log_c), min_density), active, tol))
 
-    lo, hi = 0.0, 8.0  # log c
-    if not bad(hi):
-        for _ in range(iters):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if bad(mid) else (lo, mid)
-    c = math.exp(hi)
+    if not shrink and not bad(0.0):
+        return 1.0
+    lo, hi = (-8.0 if shrink else 0.0), 8.0  # log c
+    if bad(lo):
+        if not bad(hi):
+            for _ in range(iters):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if bad(mid) else (lo, mid)
+        c = hi
+    else:
+        c = lo
     for p, _ in items:
-        p.log_beta.add_(math.log(c))
+        p.log_beta.add_(c)
     project_min_density_(items, min_density)
-    return c
+    return math.exp(c)
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ import copy
 import torch
 
 RATIO = 32.0
-EPOCHS, FINETUNE = 15, 8
+EPOCHS, FINETUNE = 20, 10
 
 
 def run_demo_step(ctx) -> None:

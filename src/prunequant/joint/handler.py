@@ -174,8 +174,9 @@ def harden_(model: nn.Module, config: JointConfig | None = None, layers: list[Jo
             fixed_bits: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Freeze every mixture at its argmax and make masks hard (|w| > β). With ``config`` (and its targets):
     lower bits greedily until the bit targets hold, snap β to the sparsity target (counting the weights the
-    quantizer rounds to zero), raise β (then lower bits)
-    until size/BOP targets hold, then (``config.fill_budget``) raise bits while every target still holds. Layers
+    quantizer rounds to zero), scale β by one common factor so size/BOP targets hold (with ``config.fill_budget``
+    and no sparsity target also downwards, using the budget), lower bits if still needed, then
+    (``config.fill_budget``) raise bits while every target still holds. Layers
     or channels at 0 bits get an all-zero mask. Returns what was done."""
     layers = layers if layers is not None else joint_layers(model)
     if not layers:
@@ -191,7 +192,8 @@ def harden_(model: nn.Module, config: JointConfig | None = None, layers: list[Jo
         info["repair_bits"] = repair_bits_(layers, targets, fixed_bits, config.tol, ("wbits", "abits"), log)
         if config.target_sparsity is not None:
             info["sparsity_snap"] = snap_sparsity_(layers, config.target_sparsity, fixed_bits, config.min_density)
-        info["beta_snap"] = snap_beta_(layers, targets, fixed_bits, config.tol, min_density=config.min_density)
+        info["beta_snap"] = snap_beta_(layers, targets, fixed_bits, config.tol, min_density=config.min_density,
+                                       shrink=config.fill_budget and config.target_sparsity is None)
         info["repair_size"] = repair_bits_(layers, targets, fixed_bits, config.tol, ("size_bytes", "bops"), log)
         if config.fill_budget:
             ms = None if config.target_sparsity is None else config.target_sparsity - 0.005
@@ -273,11 +275,12 @@ def prune_quantize_joint_(model: nn.Module, config: JointConfig, train: DataLoad
                           val: DataLoader | None = None, train_config: TrainConfig | None = None,
                           loss_fn: Callable = F.cross_entropy, metric: Callable = accuracy,
                           example_input: Any = None, calibration: Iterable | None = None,
-                          console: Console | None = None) -> JointResult:
+                          console: Console | None = None, total_steps: int | None = None) -> JointResult:
     """Jointly prune and mixed-precision quantize ``model`` in place.
 
     Without ``train``: only attach (needs ``calibration`` batches and ``example_input``); train with
-    ``result.plugin`` in your own :class:`~prunequant.training.Trainer`, then :func:`harden_` and
+    ``result.plugin`` in your own :class:`~prunequant.training.Trainer` (``total_steps``: the optimizer steps you
+    will train for, which set the target ramp and the τ / α schedules), then :func:`harden_` and
     :func:`finalize_`. With ``train``: ``config.epochs`` soft joint epochs, hardening to the targets,
     ``config.finetune_epochs`` with fixed choices, then (``config.finalize``) :func:`finalize_`.
     ``train_config`` supplies optimizer, seed, device, checkpoints (epochs are overridden; its lr is used for
@@ -299,7 +302,7 @@ def prune_quantize_joint_(model: nn.Module, config: JointConfig, train: DataLoad
              for b in calib]
     example_input = example_input.to(device) if isinstance(example_input, Tensor) else example_input
     layers, fixed_bits, items = attach_joint_(model, config, calib, example_input)
-    steps = config.epochs * len(train) if train is not None else None
+    steps = config.epochs * len(train) if train is not None else total_steps
     pruning = AnalyticThresholdPlugin(items, _analytic_config(config), total_steps=steps) if items else None
     plugin = JointPlugin(layers, config, fixed_bits, steps, pruning)
     result = JointResult(plugin=plugin, layers=layers, fixed_bits=fixed_bits)

@@ -91,15 +91,15 @@ class BitMixture(nn.Module):
         self.is_hard.fill_(False)
         self.logits.requires_grad_(True)
 
-    def describe(self, digits: int = 2, min_prob: float = 0.005) -> str:
-        """π as text, e.g. ``"2:.05 4:.90 8:.05"``, omitting candidates below ``min_prob`` (per-channel mixtures:
-        the mean over channels)."""
+    def describe(self, digits: int = 2, min_prob: float = 0.005, top: int | None = None) -> str:
+        """π as text, most probable first, e.g. ``"4:.90 2:.05 8:.05"``, omitting candidates below ``min_prob``
+        (and beyond the ``top`` most probable); per-channel mixtures: the mean over channels."""
         with torch.no_grad():
             p = self.probs()
             if p.dim() == 2:
                 p = p.mean(1)
-        keep = [(b, float(v)) for b, v in zip(self.bits, p) if float(v) >= min_prob] or \
-            [(self.bits[int(p.argmax())], float(p.max()))]
+        order = sorted(zip(self.bits, p.tolist()), key=lambda bv: -bv[1])
+        keep = [(b, v) for b, v in order if v >= min_prob][:top] or order[:1]
         return " ".join(f"{b}:{v:.{digits}f}".replace("0.", ".", 1) for b, v in keep)
 
     def extra_repr(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from rich import box
 from rich.table import Table
 from torch import Tensor, nn
 
@@ -40,7 +41,8 @@ def tau_at(step: int, total_steps: int | None, tau_start: float, tau_end: float)
 
 @torch.no_grad()
 def layer_table(layers: list[JointLayer]) -> list[dict[str, Any]]:
-    """Per-tensor rows: params, sparsity, β/σ, chosen weight/feature-map bits and π, MACs, BOPs, storage."""
+    """Per-tensor rows: params, sparsity, β/σ, chosen weight/feature-map bits and π (two most probable), MACs,
+    BOPs, storage."""
     rows = []
     for l in layers:
         m = layer_measures(l)
@@ -48,22 +50,30 @@ def layer_table(layers: list[JointLayer]) -> list[dict[str, Any]]:
         rows.append({
             "layer": l.name, "params": l.numel, "sparsity": 1.0 - m["nonzeros"] / l.numel,
             "beta_over_std": float(mask.beta.mean() / mask.ref_std) if isinstance(mask, AnalyticThreshold) else None,
-            "wbits": m["wbits"], "w_pi": l.wq.mixture.describe(),
-            "abits": m["abits"], "a_pi": l.aq.mixture.describe() if l.aq is not None else "-",
+            "wbits": m["wbits"], "w_pi": l.wq.mixture.describe(top=2),
+            "abits": m["abits"], "a_pi": l.aq.mixture.describe(top=2) if l.aq is not None else "-",
             "macs": l.macs, "bops": m["bops"], "bytes": m["storage_bits"] / 8,
         })
     return rows
 
 
 def rich_table(rows: list[dict[str, Any]], title: str) -> Table:
-    t = Table(title=title)
-    for col in ("layer", "params", "sparsity", "β/σ", "w bits", "π weights", "a bits", "π feature map", "BOPs",
-                "bytes"):
-        t.add_column(col, justify="left" if col in ("layer", "π weights", "π feature map") else "right")
-    for r in rows:
-        beta = "-" if r["beta_over_std"] is None else f"{r['beta_over_std']:.2f}"
-        t.add_row(r["layer"], f"{r['params']:,}", f"{r['sparsity']:.1%}", beta, f"{r['wbits']:g}", r["w_pi"],
-                  f"{r['abits']:g}", r["a_pi"], f"{r['bops']:.3g}", f"{r['bytes']:,.0f}")
+    """Compact per-layer table: sparsity (β/σ while soft), weight π and feature-map ρ (two most probable
+    bit-widths first: the first one is the current choice), BOPs, bytes."""
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    soft = any(r["beta_over_std"] is not None for r in rows)
+    names = [r["layer"].removesuffix(".weight") for r in rows]
+    t.add_column("layer", min_width=min(24, max((len(n) for n in names), default=5)), no_wrap=True)
+    for col in ["params", "sparse"] + (["β/σ"] if soft else []):
+        t.add_column(col, justify="right", no_wrap=True)
+    t.add_column("w bits:π", no_wrap=True)
+    t.add_column("a bits:ρ", no_wrap=True)
+    t.add_column("BOPs", justify="right", no_wrap=True)
+    t.add_column("bytes", justify="right", no_wrap=True)
+    for name, r in zip(names, rows):
+        beta = [] if not soft else ["-" if r["beta_over_std"] is None else f"{r['beta_over_std']:.2f}"]
+        t.add_row(name, f"{r['params']:,}", f"{r['sparsity']:.1%}", *beta, r["w_pi"], r["a_pi"], f"{r['bops']:.2g}",
+                  f"{r['bytes']:,.0f}")
     return t
 
 
@@ -149,8 +159,8 @@ class JointPlugin(TrainPlugin):
             if self.pruning is not None and self.pruning.controller is not None:
                 out["lambda_sparsity"] = self.pruning.lam
         if self.config.verbose and getattr(trainer, "rank", 0) == 0:
-            phase = "fine-tune (fixed bits, hard masks)" if self.hard else f"soft joint phase, τ={self.tau:.3g}"
-            title = (f"joint epoch {epoch + 1}: {phase}; size {out['size_bytes']:,.0f} B, w {out['wbits']:.2f} b, "
+            phase = "fine-tune" if self.hard else f"soft, τ={self.tau:.3g}"
+            title = (f"joint epoch {epoch + 1}, {phase}: {out['size_bytes']:,.0f} B, w {out['wbits']:.2f} b, "
                      f"a {out['abits']:.2f} b, sparsity {out['sparsity']:.1%}")
             trainer.console.print(rich_table(layer_table(self.layers), title))
         return out
