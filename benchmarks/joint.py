@@ -120,7 +120,7 @@ def glucose_task(args) -> Task:
         if seed not in cache:
             torch.manual_seed(seed)
             m = GlucoseLSTM("timeseries", in_channels=xtr.shape[-1], snv=True, project=24, hidden1=48, hidden2=24)
-            fit_glucose(m, xtr, ytr, xva, yva, TrainSettings(epochs=6 if args.quick else 12, lr=3e-3,
+            fit_glucose(m, xtr, ytr, xva, yva, TrainSettings(epochs=10 if args.quick else 30, lr=3e-3,
                                                              batch_size=128, seed=seed, progress=False))
             cache[seed] = m
         return copy.deepcopy(cache[seed])
@@ -132,7 +132,7 @@ def glucose_task(args) -> Task:
     y_std = float(np.std(ytr))
     return Task("glucose_lstm", fp32, loaders, lambda m: rmse(yte, predict(m, xte)), "rmse_mgdl", False,
                 torch.zeros(1, 6, xtr.shape[-1]), 8, args.glucose_ratios,
-                (4, 2) if args.quick else (12, 6), 1 if args.quick else args.glucose_seeds,
+                (4, 2) if args.quick else (20, 10), 1 if args.quick else args.glucose_seeds,
                 loss_fn=regression_loss("mse", y_std), train_metric=neg_rmse, exclude=("proj", "head"))
 
 
@@ -192,8 +192,8 @@ def _summary(rows: list[dict]) -> dict:
                 comp.append({"model": r["model"], "target_ratio": r["target_ratio"], "baseline": b["method"],
                              "joint_metric": r["metric"], "baseline_metric": b["metric"],
                              "joint_size": r["size_bytes"], "baseline_size": b["size_bytes"],
-                             "joint_better": (r["metric"] - b["metric"]) * (1 if r["metric_name"] == "accuracy"
-                                                                           else -1) > 0})
+                             "joint_better": round((r["metric"] - b["metric"]) * (1 if r["metric_name"] ==
+                                                                                  "accuracy" else -1), 6) > 0})
     out["joint_vs_baselines"] = comp
     best = out["digits_joint_best_ratio_within_1pt"]
     out["goal_30x_within_1pt"] = bool(best is not None and best >= 30.0)

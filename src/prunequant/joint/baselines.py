@@ -182,10 +182,11 @@ def analytic_then_pwlq_(model: nn.Module, config: AnalyticPWLQConfig, train: Dat
                                                finetune_epochs=config.finetune_epochs, finalize=True,
                                                include=config.include, exclude=config.exclude),
                 train=train, val=val, train_config=train_config, loss_fn=loss_fn, metric=metric)
+    skip = tuple(s for s in (config.exclude or ()) if isinstance(s, str))  # excluded layers stay fp32 here too
     qr = quantize_(model, PWLQConfig(wbits=config.wbits, abits=config.abits, scheme="pwlq",
                                      granularity=config.granularity, bias_correction=config.bias_correction,
-                                     fold_bn=config.fold_bn, lloyd_max=False,
-                                     quantize_pool_inputs=False), calibration_data=train)
+                                     fold_bn=config.fold_bn, lloyd_max=False, quantize_pool_inputs=False,
+                                     skip=skip), calibration_data=train)
     out = {"sparsity": global_sparsity(model, config.include, config.exclude), "pruning": pr, "quantization": qr}
     if val is not None:
         out["val_metric"] = evaluate(model, val, metric)

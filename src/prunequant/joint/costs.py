@@ -125,14 +125,11 @@ class JointLayer:
         return float(FP_BITS) if self.aq is None else float(self.aq.mixture.current_bits())
 
     def storage_bits_for(self, b: int) -> int:
-        """Bits the quantizer's export state costs at ``b`` bits (what report adds on top of the values)."""
+        """Bits the finalized quantizer's export state costs (what the report adds on top of the values)."""
         if self.wq.mixture.per_channel:
             return self.rows * (32 + 8)  # ChannelBitsWeightQuant: fp32 scale + uint8 bit-width per channel
-        rows = self.rows if self.wq.dim == 0 else 1
-        i = self.wq.mixture.bits.index(b) if b in self.wq.mixture.bits else 0
-        if self.wq.schemes[i] == "pwlq" and b > 0:
-            return rows * (32 + 32)  # breakpoints (C, 1) + max_abs (C,), float32
-        return rows * (32 + 32)  # scale + zero_point (int32)
+        # uniform: fp32 scale + int32 zero point; PWLQ: fp32 breakpoint + fp32 max|w|; per scale row
+        return (self.rows if self.wq.dim == 0 else 1) * (32 + 32)
 
 
 def soft_storage_bits(layer: JointLayer, kept: Tensor) -> Tensor:
