@@ -323,13 +323,9 @@ def load(path: str | Path, model: nn.Module | None = None, *, restore_masks: boo
     effective = {k[len(_EFFECTIVE):]: v for k, v in tensors.items() if k.startswith(_EFFECTIVE)}
     params: dict[str, list[str]] = meta["parametrizations"]
     if model is None:
-        cfg = meta.get("model_config")
-        if not isinstance(cfg, dict) or "name" not in cfg:
-            raise StorageError(f"{path}: no model config with a registry name is stored; pass model= to load it")
-        from .models import build_model
+        from .models import build_from_config
 
-        cfg = dict(cfg)
-        model = build_model(cfg.pop("name"), **cfg)
+        model = build_from_config(meta.get("model_config"), str(path))
     elif not isinstance(model, nn.Module):
         from .errors import UnsupportedModuleError
 

@@ -553,13 +553,9 @@ def load_compressed(path: str | Path, model: nn.Module | None = None) -> nn.Modu
     path = Path(path)
     state, meta = read_artifact(path)
     if model is None:
-        cfg = (meta.get("model") or {}).get("config")
-        if not isinstance(cfg, dict) or "name" not in cfg:
-            raise StorageError(f"{path}: no model config with a registry name is stored; pass model= to rebuild it")
-        from ..models import build_model
+        from ..models import build_from_config
 
-        cfg = dict(cfg)
-        model = build_model(cfg.pop("name"), **cfg)
+        model = build_from_config((meta.get("model") or {}).get("config"), str(path))
     elif not isinstance(model, nn.Module):
         raise UnsupportedModuleError(f"load_compressed: model must be an nn.Module, got {type(model).__name__}")
     if any(parametrize.is_parametrized(m) for m in model.modules()):

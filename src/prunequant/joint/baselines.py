@@ -36,6 +36,16 @@ from .costs import fixed_param_bits
 from .handler import attach_joint_, finalize_, harden_
 
 
+def _check_common(cfg) -> None:
+    """Validation shared by both baseline configs: one size target, bit widths, granularity."""
+    _check_target(cfg.sparsity, cfg.target_size_bytes)
+    check_bits(cfg.wbits, "wbits")
+    if cfg.abits is not None:
+        check_bits(cfg.abits, "abits")
+    if cfg.granularity not in ("tensor", "channel"):
+        raise ConfigError(f"granularity must be 'tensor' or 'channel', got {cfg.granularity!r}")
+
+
 def _check_target(sparsity: float | None, size: float | None) -> None:
     if (sparsity is None) == (size is None):
         raise ConfigError("give exactly one of sparsity or target_size_bytes")
@@ -94,12 +104,7 @@ class MagnitudeQATConfig:
     exclude: Sequence[str | type] | None = None
 
     def __post_init__(self):
-        _check_target(self.sparsity, self.target_size_bytes)
-        check_bits(self.wbits, "wbits")
-        if self.abits is not None:
-            check_bits(self.abits, "abits")
-        if self.granularity not in ("tensor", "channel"):
-            raise ConfigError(f"granularity must be 'tensor' or 'channel', got {self.granularity!r}")
+        _check_common(self)
         if self.epochs < 0:
             raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
 
@@ -160,12 +165,7 @@ class AnalyticPWLQConfig:
     exclude: Sequence[str | type] | None = None
 
     def __post_init__(self):
-        _check_target(self.sparsity, self.target_size_bytes)
-        check_bits(self.wbits, "wbits")
-        if self.abits is not None:
-            check_bits(self.abits, "abits")
-        if self.granularity not in ("tensor", "channel"):
-            raise ConfigError(f"granularity must be 'tensor' or 'channel', got {self.granularity!r}")
+        _check_common(self)
 
 
 @register_handler(AnalyticPWLQConfig)

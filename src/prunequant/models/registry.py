@@ -33,3 +33,13 @@ def build_model(name: str, **config) -> nn.Module:
     if name not in MODEL_REGISTRY:
         raise ConfigError(f"unknown model {name!r}; known: {sorted(MODEL_REGISTRY)}")
     return MODEL_REGISTRY[name](**config)
+
+
+def build_from_config(config: object, source: str) -> nn.Module:
+    """Rebuild a model from a stored ``model.config`` (``{"name": ..., **kwargs}``); ``source`` names the file."""
+    from ..errors import StorageError
+
+    if not isinstance(config, dict) or "name" not in config:
+        raise StorageError(f"{source}: no model config with a registry name is stored; pass model= to load it")
+    cfg = dict(config)
+    return build_model(cfg.pop("name"), **cfg)
