@@ -204,3 +204,10 @@ def test_load_rebuilds_activation_quantizers(tmp_path):
     m2 = load(tmp_path / "q.safetensors").eval()
     assert any(hasattr(mod, "input_quant") for mod in m2.modules())
     assert torch.equal(m2(x), y)
+
+
+def test_activation_quantizer_for_a_missing_layer_is_a_clear_error():
+    from prunequant.io import restore_act_quants_
+
+    with pytest.raises(StorageError, match="m.safetensors.*'nope'"):
+        restore_act_quants_(nn.Linear(2, 2), {"nope": {"bits": 8, "signed": True}}, "m.safetensors")

@@ -235,7 +235,7 @@ def _layer_bits(model: nn.Module) -> dict[str, dict[str, int]]:
     return out
 
 
-def _act_quants(model: nn.Module) -> dict[str, dict[str, Any]]:
+def act_quant_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
     """``{module name: {bits, signed}}`` for every input activation quantizer (``attach_input_quant``)."""
     from .quantization.base import ActFakeQuant
 
@@ -243,14 +243,31 @@ def _act_quants(model: nn.Module) -> dict[str, dict[str, Any]]:
             for mname, m in model.named_modules() if isinstance(getattr(m, "input_quant", None), ActFakeQuant)}
 
 
-def _restore_act_quants(model: nn.Module, spec: dict[str, dict[str, Any]]) -> None:
-    """Re-attach input activation quantizers (their scale/zero-point buffers are loaded with the state)."""
+def restore_act_quants_(model: nn.Module, spec: dict[str, dict[str, Any]], source: str) -> None:
+    """Re-attach input activation quantizers from :func:`act_quant_specs` output (their scale/zero-point buffers
+    are loaded with the state afterwards); ``source`` names the file in errors."""
     from .quantization.base import ActFakeQuant, attach_input_quant
 
     for mname, q in spec.items():
-        module = model.get_submodule(mname) if mname else model
-        if not isinstance(getattr(module, "input_quant", None), ActFakeQuant):
-            attach_input_quant(module, ActFakeQuant(q["bits"], signed=q["signed"], scale=1.0))
+        try:
+            module = model.get_submodule(mname) if mname else model
+            if not isinstance(getattr(module, "input_quant", None), ActFakeQuant):
+                attach_input_quant(module, ActFakeQuant(int(q["bits"]), signed=bool(q["signed"]), scale=1.0))
+        except (AttributeError, KeyError, TypeError) as e:
+            raise StorageError(f"{source}: stored activation quantizer for layer '{mname}' does not fit "
+                               f"{type(model).__name__}: {e}") from e
+
+
+def apply_layer_bits_(model: nn.Module, bits: dict[str, dict[str, int]]) -> None:
+    """Set ``prunequant_wbits``/``prunequant_abits`` from :func:`_layer_bits` output (missing layers skipped)."""
+    for mname, entry in bits.items():
+        try:
+            module = model.get_submodule(mname) if mname else model
+        except AttributeError:
+            continue
+        for attr, value in entry.items():
+            if attr in _BIT_ATTRS:
+                setattr(module, attr, int(value))
 
 
 def _get(model: nn.Module, dotted: str) -> tuple[nn.Module, str]:
@@ -281,7 +298,7 @@ def save(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = N
         except (TypeError, ValueError) as e:
             raise StorageError(f"{path}: model.config of {type(model).__name__} is not JSON-able: {e}") from e
     meta = {"model_class": f"{type(model).__module__}.{type(model).__qualname__}", "model_config": config,
-            "parametrizations": params, "layer_bits": _layer_bits(model), "act_quant": _act_quants(model),
+            "parametrizations": params, "layer_bits": _layer_bits(model), "act_quant": act_quant_specs(model),
             "compression": metadata or {}}
     return save_state(tensors, meta, path, kind="model")
 
@@ -331,10 +348,7 @@ def load(path: str | Path, model: nn.Module | None = None, *, restore_masks: boo
 
         raise UnsupportedModuleError(f"io.load: model must be an nn.Module, got {type(model).__name__}")
 
-    try:
-        _restore_act_quants(model, meta.get("act_quant", {}))
-    except (AttributeError, KeyError, TypeError) as e:
-        raise StorageError(f"{path}: stored activation quantizers do not fit {type(model).__name__}: {e}") from e
+    restore_act_quants_(model, meta.get("act_quant", {}), str(path))
     target_keys = set(model.state_dict().keys())
     try:
         if target_keys == set(raw):
@@ -350,13 +364,6 @@ def load(path: str | Path, model: nn.Module | None = None, *, restore_masks: boo
                 _restore_masks(model, raw, params)
     except RuntimeError as e:
         raise StorageError(f"{path}: stored tensors do not fit {type(model).__name__}: {e}") from e
-    for mname, bits in meta.get("layer_bits", {}).items():
-        try:
-            module = model.get_submodule(mname) if mname else model
-        except AttributeError:
-            continue
-        for attr, value in bits.items():
-            if attr in _BIT_ATTRS:
-                setattr(module, attr, int(value))
+    apply_layer_bits_(model, meta.get("layer_bits", {}))
     model.prunequant_metadata = meta.get("compression", {})
     return model

@@ -186,17 +186,6 @@ def effective_tensors(model: nn.Module) -> dict[str, tuple[Tensor, Any, Tensor |
     return out
 
 
-def _act_quantizers(model: nn.Module) -> dict[str, dict]:
-    from ..quantization.base import ActFakeQuant
-
-    out = {}
-    for name, module in model.named_modules():
-        q = module._modules.get("input_quant")
-        if isinstance(q, ActFakeQuant):
-            out[name] = {"bits": int(q.bits), "signed": bool(q.signed)}
-    return out
-
-
 # --------------------------------------------------------------------------------------------- quantizer (de)serialization
 def _plain_attrs(q: nn.Module) -> dict[str, Any]:
     out = {}
@@ -472,7 +461,7 @@ def export(model: nn.Module, path: str | Path, *, check: bool = True) -> ExportR
     """
     if not isinstance(model, nn.Module):
         raise UnsupportedModuleError(f"export expects an nn.Module, got {type(model).__name__}")
-    from ..io import _layer_bits, save_state
+    from ..io import _layer_bits, act_quant_specs, save_state
 
     path = Path(path)
     payload = _Payload()
@@ -493,7 +482,7 @@ def export(model: nn.Module, path: str | Path, *, check: bool = True) -> ExportR
         json.dumps(config)
     except (TypeError, ValueError):
         config = None
-    layout = {"t": payload.items, "e": entries, "act": _act_quantizers(model), "bits": _layer_bits(model)}
+    layout = {"t": payload.items, "e": entries, "act": act_quant_specs(model), "bits": _layer_bits(model)}
     blob = payload.tensor()
     if check:
         decoded = _decode_all(layout, blob, path)
@@ -548,7 +537,7 @@ def load_compressed(path: str | Path, model: nn.Module | None = None) -> nn.Modu
     model's effective weights); activation quantizers are re-attached; bit widths are set as
     ``prunequant_wbits``/``prunequant_abits``. The model is returned in eval mode.
     """
-    from ..quantization.base import ActFakeQuant, attach_input_quant
+    from ..io import apply_layer_bits_, restore_act_quants_
 
     path = Path(path)
     state, meta = read_artifact(path)
@@ -560,22 +549,11 @@ def load_compressed(path: str | Path, model: nn.Module | None = None) -> nn.Modu
         raise UnsupportedModuleError(f"load_compressed: model must be an nn.Module, got {type(model).__name__}")
     if any(parametrize.is_parametrized(m) for m in model.modules()):
         raise StorageError(f"{path}: load_compressed needs a plain model (no parametrizations)")
-    for name, spec in meta.get("act", {}).items():
-        try:
-            module = model.get_submodule(name) if name else model
-        except AttributeError as e:
-            raise StorageError(f"{path}: activation quantizer stored for missing layer '{name}'") from e
-        attach_input_quant(module, ActFakeQuant(int(spec["bits"]), bool(spec["signed"]), 1.0))
+    restore_act_quants_(model, meta.get("act", {}), str(path))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise StorageError(f"{path}: stored tensors do not fit {type(model).__name__}: {e}") from e
-    for mname, bits in meta.get("bits", {}).items():
-        try:
-            module = model.get_submodule(mname) if mname else model
-        except AttributeError:
-            continue
-        for attr, value in bits.items():
-            setattr(module, attr, int(value))
+    apply_layer_bits_(model, meta.get("bits", {}))
     model.prunequant_artifact = {"path": str(path), "version": meta["pq"]}
     return model.eval()
