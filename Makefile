@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench-quick clean
+.PHONY: demo recipes test lint bench-quick clean data
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,12 +16,26 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/prunequant demo --out demo_out
+	$(BIN)/prunequant run recipes/analytic.yaml --out demo_out/recipe_analytic
+
+recipes: $(STAMP)
+	for r in recipes/*.yaml; do $(BIN)/prunequant run $$r --out demo_out/recipes/$$(basename $$r .yaml) || exit 1; done
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+
+# Fashion-MNIST (60k + 10k IDX files) from Debian's package, into /usr/share/datasets/fashion-mnist
+data:
+	@if command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y dataset-fashion-mnist; \
+	else \
+		echo "apt-get not available: put the four Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...)"; \
+		echo "in a directory and set PRUNEQUANT_FASHION_MNIST=/that/directory"; exit 1; \
+	fi
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

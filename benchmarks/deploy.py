@@ -40,7 +40,7 @@ from torch.nn.utils import parametrize
 
 from prunequant.export import export, optimize
 from prunequant.export.ort_runtime import ort_fp32, ort_int8
-from prunequant.export.weight_only import WeightOnlyLinear
+from prunequant.export.kernels.weight_only import WeightOnlyLinear
 from prunequant.models import build_model
 from prunequant.pruning.base import apply_mask_, prunable_modules
 from prunequant.quantization.pwlq import PWLQWeightQuant

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from prunequant.export.weight_only import (
+from prunequant.export.kernels.weight_only import (
     pack_weight_only,
     triton_available,
     weight_only_matmul_reference,

@@ -42,7 +42,7 @@ from prunequant.analysis import report
 from prunequant.api import prune_quantize_
 from prunequant.data import digits_loaders
 from prunequant.joint import AnalyticPWLQConfig, JointConfig, MagnitudeQATConfig
-from prunequant.models import train_reference
+from prunequant.models.reference import train_reference
 from prunequant.training import accuracy, evaluate
 
 X_DIGITS = torch.zeros(1, 1, 8, 8)
@@ -143,7 +143,7 @@ def run_method(task: Task, method: str, seed: int, target: float, args) -> dict:
     ex = list(task.exclude) if task.exclude else None
     if method == "joint":
         cfg = JointConfig(target_size_bytes=target, target_abits=task.abits, epochs=soft, finetune_epochs=ft,
-                          exclude=ex, verbose=False)
+                          exclude=ex)
     elif method == "qat-after-magnitude":
         cfg = MagnitudeQATConfig(target_size_bytes=target, wbits=args.wbits, abits=task.abits, epochs=soft + ft,
                                  exclude=ex)

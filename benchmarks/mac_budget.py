@@ -28,7 +28,7 @@ import torch
 from prunequant import prune_
 from prunequant.analysis import report
 from prunequant.data import digits_loaders
-from prunequant.models import train_reference
+from prunequant.models.reference import train_reference
 from prunequant.pruning import MacBudgetConfig
 from prunequant.pruning.mac_budget import round_targets
 from prunequant.pruning.magnitude import apply_magnitude_masks_, sparsity_for_mac_reduction
@@ -47,7 +47,7 @@ def run_method(method: str, model, target: float, rounds: int, epochs: int, base
     """Prune ``model`` (in place) to ``target`` in ``rounds`` rounds with ``epochs`` of retraining each."""
     train, _, test = loaders
     if method == "mac_budget":
-        cfg = MacBudgetConfig(mac_reduction=target, rounds=rounds, retrain_epochs=epochs, verbose=False)
+        cfg = MacBudgetConfig(mac_reduction=target, rounds=rounds, retrain_epochs=epochs)
         prune_(model, cfg, train=train if epochs else None, train_config=base, example_input=X)
     else:
         for rnd, goal in enumerate(round_targets(0.0, target, rounds, "geometric"), start=1):

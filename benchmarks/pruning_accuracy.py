@@ -34,7 +34,7 @@ from rich.progress import Progress
 
 from prunequant import prune_
 from prunequant.data import digits_loaders
-from prunequant.models import train_reference
+from prunequant.models.reference import train_reference
 from prunequant.pruning import AGPPlugin, AnalyticThresholdConfig, global_sparsity, prunable_modules
 from prunequant.training import TrainConfig, Trainer, evaluate
 

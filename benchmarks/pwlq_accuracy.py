@@ -1,17 +1,31 @@
-"""Post-training quantization accuracy on digits: FP32 vs uniform vs PWLQ (each with and without bias
-correction) vs PyTorch's own PTQ (torch.ao FX graph mode, per-channel symmetric weight observers, histogram
-activation observers, real int8 kernels with the code range cut to the bit width).
+"""Post-training quantization accuracy on Fashion-MNIST (the paper's comparison on real images).
 
-Pipeline for uniform and PWLQ (the paper's): BN folded, per-channel weights, per-layer activations calibrated by
-top-10 median on 512 random training images in batches of 4 (128 batches). PWLQ: 1 breakpoint, b-center
-variant, empirical breakpoints (the package defaults). Uniform: symmetric, same pipeline. Activations are uniform
-in every scheme (also at W4A4). Each trained model (seed s) is quantized by every scheme from the same weights.
+Models: the Fashion-MNIST reference models ``fashion_resnet`` (ResNet-style, 1.2M parameters) and
+``fashion_mobilenetv2`` (MobileNet-v2-style, inverted residuals with depthwise convs, 1.7M parameters), trained by
+``prunequant.models.fashion.train_fashion_reference`` and cached on disk by seed. Every method quantizes the very
+same trained weights with the same calibration images (random training images, seeded) and is scored on the same
+test images, in one run:
 
-    .venv/bin/python benchmarks/pwlq_accuracy.py --quick   # 1 seed
-    .venv/bin/python benchmarks/pwlq_accuracy.py           # 3 seeds (mean over seeds per row)
+* ``fp32``;
+* ``uniform`` / ``pwlq1`` / ``pwlq2`` (PWLQ with 1 / 2 breakpoints), each with and without bias correction
+  (``+bc``), at W4A8, W3A8, W4A4 (equal nominal bits), and ``uniform`` at W5A8 (equal storage with PWLQ-4: PWLQ-b
+  stores a b-bit code plus a region bit; uniform W4A8 is the equal-storage match of PWLQ-3). The project's
+  pipeline: BN folded, per-channel weights, per-layer activations calibrated by top-10 median;
+* ``torch_ao``: PyTorch's FX graph-mode PTQ (per-channel symmetric weights cut to the bit width, histogram
+  activation observers, int8 kernels);
+* ``brevitas_gptq+bc``: Brevitas (benchmark-only dependency, ``pip install brevitas``) graph quantization with
+  per-channel float-scale weights at the bit width, GPTQ, then Brevitas' bias correction, activations per-tensor
+  at ``abits``.
 
-Last stdout line: {"benchmark": "pwlq_accuracy", "rows": [{"model", "scheme", "wbits", "abits",
-"bias_correction", "accuracy", "accuracy_per_seed"}], ...}
+``bits_per_weight`` is all-in over the quantized layers: codes, PWLQ region bits and every per-channel scale /
+offset / breakpoint (``prunequant.core.cost.weight_storage_bits`` for the project's quantizers; per-channel fp32
+scale (+ int zero point for torch.ao) for the peers).
+
+    .venv/bin/python benchmarks/pwlq_accuracy.py --quick   # 1 seed, quick-trained models, 1,000 test images
+    .venv/bin/python benchmarks/pwlq_accuracy.py           # 3 seeds, --schedule full, all 10,000 test images
+
+Last stdout line: {"benchmark": "pwlq_accuracy", "rows": [{"dataset", "model", "method", "wbits", "abits",
+"bits_per_weight", "accuracy", ...}], "comparisons": [...], ...}
 """
 from __future__ import annotations
 
@@ -27,18 +41,42 @@ from pathlib import Path
 import torch
 
 from prunequant import quantize_
-from prunequant.data import digits_splits
-from prunequant.models import train_reference
+from prunequant.core.chain import WeightChain
+from prunequant.core.cost import weight_storage_bits
+from prunequant.data import fashion_mnist
+from prunequant.models.fashion import evaluate_accuracy, train_fashion_reference
+from prunequant.pruning.base import prunable_modules
 from prunequant.quantization import PWLQConfig
 
-SETTINGS = ((8, 8), (6, 8), (4, 8), (3, 8), (4, 4))
-MODELS = ("digits_cnn", "resnet_small")
+NOMINAL = ((4, 8), (3, 8), (4, 4))
+MODELS = ("fashion_resnet", "fashion_mobilenetv2")
 
 
-@torch.no_grad()
 def accuracy(model, x, y) -> float:
-    model.eval()
-    return float((model(x).argmax(1) == y).float().mean())
+    return evaluate_accuracy(model, x, y)
+
+
+def ours_bits_per_weight(model) -> float:
+    """All-in bits per weight over the quantized weights of a model quantized by ``quantize_``."""
+    bits = n = 0
+    for _, module, pname in prunable_modules(model):
+        q = WeightChain(module, pname).quantizer
+        if q is None:
+            continue
+        w = getattr(module, pname).detach()
+        bits += weight_storage_bits(w, q)
+        n += w.numel()
+    return bits / max(1, n)
+
+
+def peer_bits_per_weight(model, wbits: int, state_bits_per_channel: int) -> float:
+    """b bits per weight + per-channel state (fp32 scale, plus zero point where the peer stores one)."""
+    bits = n = 0
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            bits += m.weight.numel() * wbits + m.weight.shape[0] * state_bits_per_channel
+            n += m.weight.numel()
+    return bits / max(1, n)
 
 
 def torch_ao_ptq(model, wbits: int, abits: int, calib: torch.Tensor, example: torch.Tensor):
@@ -61,71 +99,182 @@ def torch_ao_ptq(model, wbits: int, abits: int, calib: torch.Tensor, example: to
         return convert_fx(prepared)
 
 
+def brevitas_gptq(model, wbits: int, abits: int, calib: torch.Tensor):
+    """Brevitas graph PTQ: BN merged, per-channel weights at ``wbits`` (float scales), per-tensor activations at
+    ``abits``, activation calibration, GPTQ layer by layer, then Brevitas' bias correction."""
+    from brevitas.graph.calibrate import bias_correction_mode, calibration_mode
+    from brevitas.graph.gptq import gptq_mode
+    from brevitas.graph.quantize import (
+        COMPUTE_LAYER_MAP,
+        QUANT_ACT_MAP,
+        QUANT_IDENTITY_MAP,
+        preprocess_for_quantize,
+        quantize,
+    )
+    from brevitas.quant import Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Uint8ActPerTensorFloat
+
+    wq = Int8WeightPerChannelFloat.let(bit_width=wbits)
+    sa = Int8ActPerTensorFloat.let(bit_width=abits)
+    ua = Uint8ActPerTensorFloat.let(bit_width=abits)
+
+    def swap(spec):
+        if spec is None:
+            return None
+        cls, kw = spec
+        kw = dict(kw)
+        if "weight_quant" in kw:
+            kw["weight_quant"] = wq
+        for key in ("act_quant", "input_quant"):
+            if key in kw:
+                kw[key] = ua if "Uint" in getattr(kw[key], "__name__", "") else sa
+        return cls, kw
+
+    layer_map = {k: swap(v) for k, v in COMPUTE_LAYER_MAP.items()}
+    act_map = {k: swap(v) for k, v in QUANT_ACT_MAP.items()}
+    ident_map = {k: swap(v) for k, v in QUANT_IDENTITY_MAP.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = preprocess_for_quantize(copy.deepcopy(model).eval())  # traces, merges BN, ReLU6 -> ReLU
+        q = quantize(g, quant_identity_map=ident_map, compute_layer_map=layer_map, quant_act_map=act_map)
+        batches = calib.split(64)
+        with torch.no_grad():
+            with calibration_mode(q):
+                for xb in batches:
+                    q(xb)
+            with gptq_mode(q, use_quant_activations=True) as gptq:
+                for _ in range(gptq.num_layers):
+                    for xb in batches:
+                        gptq.model(xb)
+                    gptq.update()
+            with bias_correction_mode(q):
+                for xb in batches:
+                    q(xb)
+    return q.eval()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="one training seed")
+    ap.add_argument("--quick", action="store_true", help="1 seed, quick-trained models, 1,000 test images")
     ap.add_argument("--seeds", type=int, default=None, help="training seeds (default 1 quick / 3 full)")
+    ap.add_argument("--schedule", default=None, choices=("quick", "full"),
+                    help="training schedule of the reference models (default quick with --quick, else full)")
+    ap.add_argument("--test-images", type=int, default=None, help="default 1,000 quick / 10,000 full")
+    ap.add_argument("--calib-images", type=int, default=None, help="default 128 quick / 512 full")
+    ap.add_argument("--no-peers", action="store_true", help="skip torch.ao and Brevitas")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    ap.add_argument("--data", default=None, help="Fashion-MNIST directory (default: $PRUNEQUANT_FASHION_MNIST or "
+                                                 "/usr/share/datasets/fashion-mnist)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     args = ap.parse_args()
-    torch.set_num_threads(1)  # batch-4 calibration: small ops, threads only add overhead on a shared machine
+    torch.set_num_threads(2)
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
-    splits = digits_splits(0)
-    x_train = splits["train"].tensors[0]
-    x_test, y_test = splits["test"].tensors
+    schedule = args.schedule or ("quick" if args.quick else "full")
+    n_test = args.test_images or (1000 if args.quick else 10000)
+    n_calib = args.calib_images or (128 if args.quick else 512)
+    ds = fashion_mnist(args.data)
+    x_test, y_test = ds.x_test[:n_test], ds.y_test[:n_test]
     t0 = time.perf_counter()
     acc: dict[tuple, list[float]] = {}
+    bpw: dict[tuple, float] = {}
 
-    def record(key, value):
+    def record(key, value, bits):
         acc.setdefault(key, []).append(value)
+        bpw[key] = bits
 
-    for name in MODELS:
+    models = list(args.models)
+    for name in models:
         for seed in seeds:
-            model, _ = train_reference(name, seed=seed)
+            model, _ = train_fashion_reference(name, seed=seed, schedule=schedule, data=ds)
             g = torch.Generator().manual_seed(1000 + seed)
-            calib = x_train[torch.randperm(len(x_train), generator=g)[:512]]
-            record((name, "fp32", 32, 32, False), accuracy(model, x_test, y_test))
-            for wb, ab in SETTINGS:
-                for scheme in ("uniform", "pwlq"):
-                    for bc in (False, True):
-                        m = copy.deepcopy(model)
-                        quantize_(m, PWLQConfig(wbits=wb, abits=ab, scheme=scheme, bias_correction=bc,
-                                                calibration_batch_size=4, lloyd_max=False), calibration_data=calib)
-                        record((name, scheme, wb, ab, bc), accuracy(m, x_test, y_test))
+            calib = ds.x_train[torch.randperm(len(ds.y_train), generator=g)[:n_calib]]
+            record((name, "fp32", 32, 32), accuracy(model, x_test, y_test), 32.0)
+            settings = [(wb, ab, s) for wb, ab in NOMINAL for s in ("uniform", "pwlq1", "pwlq2")] + \
+                       [(5, 8, "uniform")]
+            for wb, ab, scheme in settings:
+                for bc in (False, True):
+                    m = copy.deepcopy(model)
+                    cfg = PWLQConfig(wbits=wb, abits=ab, scheme="uniform" if scheme == "uniform" else "pwlq",
+                                     n_breakpoints=2 if scheme == "pwlq2" else 1, bias_correction=bc,
+                                     calibration_batch_size=16)
+                    quantize_(m, cfg, calibration_data=calib)
+                    record((name, scheme + ("+bc" if bc else ""), wb, ab), accuracy(m, x_test, y_test),
+                           ours_bits_per_weight(m))
+                    print(f"  {name} {scheme}{'+bc' if bc else ''} W{wb}A{ab}: "
+                          f"{acc[(name, scheme + ('+bc' if bc else ''), wb, ab)][-1]:.4f}", flush=True)
+            print(f"{name} seed {seed}: project methods done ({time.perf_counter() - t0:.0f}s)", flush=True)
+            if args.no_peers:
+                continue
+            for wb, ab in NOMINAL:
                 try:
                     q = torch_ao_ptq(model, wb, ab, calib, x_test[:1])
-                    record((name, "torch_ao", wb, ab, False), accuracy(q, x_test, y_test))
+                    record((name, "torch_ao", wb, ab), accuracy(q, x_test, y_test),
+                           peer_bits_per_weight(model, wb, 32 + 32))
                 except Exception as e:  # noqa: BLE001 - report where torch.ao does not apply
-                    record((name, "torch_ao", wb, ab, False), float("nan"))
+                    record((name, "torch_ao", wb, ab), float("nan"), float("nan"))
                     print(f"torch.ao PTQ failed for {name} W{wb}A{ab}: {e}")
-            print(f"{name} seed {seed}: done ({time.perf_counter() - t0:.0f}s)")
+            for wb, ab in ((4, 8), (3, 8)):
+                try:
+                    q = brevitas_gptq(model, wb, ab, calib)
+                    record((name, "brevitas_gptq+bc", wb, ab), accuracy(q, x_test, y_test),
+                           peer_bits_per_weight(model, wb, 32))
+                except Exception as e:  # noqa: BLE001 - report where the peer does not apply
+                    record((name, "brevitas_gptq+bc", wb, ab), float("nan"), float("nan"))
+                    print(f"Brevitas GPTQ failed for {name} W{wb}A{ab}: {type(e).__name__}: {e}")
+            print(f"{name} seed {seed}: peers done ({time.perf_counter() - t0:.0f}s)", flush=True)
 
     rows = []
-    for (name, scheme, wb, ab, bc), vals in acc.items():
+    for (name, method, wb, ab), vals in acc.items():
         ok = [v for v in vals if not math.isnan(v)]
-        rows.append({"model": name, "scheme": scheme, "wbits": wb, "abits": ab, "bias_correction": bc,
+        rows.append({"dataset": "fashion_mnist", "model": name, "method": method, "wbits": wb, "abits": ab,
+                     "bits_per_weight": round(bpw[(name, method, wb, ab)], 4),
                      "accuracy": round(statistics.mean(ok), 4) if ok else None,
-                     "accuracy_per_seed": [round(v, 4) for v in vals]})
-    by = {(r["model"], r["scheme"], r["wbits"], r["abits"], r["bias_correction"]): r["accuracy"] for r in rows}
+                     "accuracy_per_seed": [round(v, 4) for v in vals],
+                     "accuracy_std": round(statistics.stdev(ok), 4) if len(ok) > 1 else None})
+    by = {(r["model"], r["method"], r["wbits"], r["abits"]): r["accuracy"] for r in rows}
     comparisons = []
-    for name in MODELS:
-        for wb, ab in SETTINGS:
-            for bc in (False, True):
-                u, p = by[(name, "uniform", wb, ab, bc)], by[(name, "pwlq", wb, ab, bc)]
-                comparisons.append({"model": name, "wbits": wb, "abits": ab, "bias_correction": bc, "uniform": u,
-                                    "pwlq": p, "pwlq_ge_uniform": p >= u})
-    print(f"{'model':13s} {'W/A':6s} {'BC':3s} {'uniform':>8s} {'pwlq':>8s} {'torch.ao':>8s}  (fp32)")
-    for c in comparisons:
-        ao = by[(c["model"], "torch_ao", c["wbits"], c["abits"], False)] if not c["bias_correction"] else None
-        fp = by[(c["model"], "fp32", 32, 32, False)]
-        print(f"{c['model']:13s} W{c['wbits']}A{c['abits']:<3d} {'on' if c['bias_correction'] else 'off':3s} "
-              f"{c['uniform']:8.4f} {c['pwlq']:8.4f} {'' if ao is None else f'{ao:8.4f}':>8s}  ({fp:.4f})")
-    result = {"benchmark": "pwlq_accuracy", "quick": args.quick, "seeds": seeds, "test_images": len(y_test),
-              "calibration": "512 train images, top-10 median, batch 4", "rows": rows, "comparisons": comparisons,
-              "goal_pwlq_ge_uniform_all": all(c["pwlq_ge_uniform"] for c in comparisons),
-              "pwlq_ge_uniform_count": sum(c["pwlq_ge_uniform"] for c in comparisons),
-              "comparisons_count": len(comparisons), "seconds": round(time.perf_counter() - t0, 1)}
+    for name in models:
+        for bc in ("", "+bc"):
+            for wb, ab in NOMINAL:  # equal nominal bits
+                u, p = by[(name, "uniform" + bc, wb, ab)], by[(name, "pwlq1" + bc, wb, ab)]
+                comparisons.append({"model": name, "kind": "equal_nominal_bits", "pwlq": f"pwlq1{bc} W{wb}A{ab}",
+                                    "uniform": f"uniform{bc} W{wb}A{ab}", "pwlq_acc": p, "uniform_acc": u,
+                                    "margin": round(p - u, 4)})
+            for wb in (4, 3):  # equal storage: PWLQ-b vs uniform-(b+1)
+                u, p = by[(name, "uniform" + bc, wb + 1, 8)], by[(name, "pwlq1" + bc, wb, 8)]
+                comparisons.append({"model": name, "kind": "equal_storage", "pwlq": f"pwlq1{bc} W{wb}A8",
+                                    "uniform": f"uniform{bc} W{wb + 1}A8", "pwlq_acc": p, "uniform_acc": u,
+                                    "margin": round(p - u, 4)})
+    peer_cmp = []
+    for name in models:
+        for wb in (4, 3):
+            peer = by.get((name, "brevitas_gptq+bc", wb, 8))
+            ours = by[(name, "pwlq1+bc", wb, 8)]
+            peer_cmp.append({"model": name, "wbits": wb, "abits": 8, "pwlq1+bc": ours, "brevitas_gptq+bc": peer,
+                             "pwlq_ahead": None if peer is None else ours > peer})
+    nominal = [c for c in comparisons if c["kind"] == "equal_nominal_bits"]
+    storage = [c for c in comparisons if c["kind"] == "equal_storage"]
+    margin = {n: statistics.mean(c["margin"] for c in nominal if c["model"] == n) for n in models}
+    fp = {n: by[(n, "fp32", 32, 32)] for n in models}
+    print(f"{'model':20s} {'method':17s} {'W/A':7s} {'bits/w':>7s} {'acc':>7s}")
+    for r in sorted(rows, key=lambda r: (r["model"], r["abits"], -r["wbits"], r["method"])):
+        a = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
+        print(f"{r['model']:20s} {r['method']:17s} W{r['wbits']}A{r['abits']:<4d} {r['bits_per_weight']:7.3f} {a:>7s}")
+    result = {"benchmark": "pwlq_accuracy", "dataset": "fashion_mnist", "quick": args.quick, "seeds": seeds,
+              "schedule": schedule, "test_images": n_test,
+              "calibration": f"{n_calib} random train images (seeded), top-10 median, batch 16",
+              "fp32": fp, "rows": rows, "comparisons": comparisons, "peer_comparisons": peer_cmp,
+              "mean_pwlq_margin_equal_nominal_bits": {k: round(v, 4) for k, v in margin.items()},
+              "goal_pwlq_ahead_of_uniform_equal_nominal_all": all(c["margin"] > 0 for c in nominal),
+              "goal_widest_margin_on_depthwise": margin["fashion_mobilenetv2"] > margin["fashion_resnet"]
+              if len(margin) == 2 else None,
+              "goal_pwlq_bc_ahead_of_peer": all(c["pwlq_ahead"] for c in peer_cmp if c["pwlq_ahead"] is not None)
+              if any(c["pwlq_ahead"] is not None for c in peer_cmp) else None,
+              "goal_pwlq_not_behind_uniform_equal_storage": all(c["margin"] >= 0 for c in storage),
+              "equal_storage_wins": sum(c["margin"] >= 0 for c in storage), "equal_storage_count": len(storage),
+              "seconds": round(time.perf_counter() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "pwlq_accuracy.json").write_text(json.dumps(result, indent=1))
+    tag = "" if len(models) == len(MODELS) else "_" + "_".join(models)
+    (args.out / f"pwlq_accuracy{tag}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
 
 

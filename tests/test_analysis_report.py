@@ -8,9 +8,11 @@ from rich.console import Console
 from torch import nn
 from torch.nn.utils import parametrize
 
-from prunequant.analysis import LayerStats, Report, plot_report, report, storage_bits
+from prunequant.analysis import LayerStats, Report, report, storage_bits
+from prunequant.core.quantizer import WeightFakeQuant
 from prunequant.errors import ConfigError, LayerError, ShapeError, UnsupportedModuleError
 from prunequant.pruning.base import apply_mask_
+from prunequant.viz import plot_report
 
 torch.set_num_threads(1)
 
@@ -18,19 +20,19 @@ FIELDS = ["name", "type", "params", "nonzeros", "sparsity", "weight_bits", "act_
           "bytes_dense", "bytes"]
 
 
-class _FakeQuant(nn.Module):
-    """Minimal weight quantizer parametrization: uniform per-tensor rounding at ``bits`` with an exported scale."""
+class _FakeQuant(WeightFakeQuant):
+    """Minimal weight quantizer (the protocol of prunequant.core.quantizer): uniform rounding at ``bits`` with a
+    per-channel scale in its state."""
 
     def __init__(self, bits: int, rows: int):
-        super().__init__()
-        self.bits = bits
+        super().__init__(bits, 0)
         self.register_buffer("scale", torch.full((rows,), 0.1))
 
-    def forward(self, w):
+    def quantize(self, w):
         q = 2 ** (self.bits - 1) - 1
         return torch.clamp(torch.round(w / 0.1), -q, q) * 0.1
 
-    def export_state(self):
+    def _state(self):
         return {"scale": self.scale}
 
 
@@ -84,7 +86,7 @@ def test_bytes_formula_with_bits_attribute():
 def test_storage_bits_picks_cheapest_layout():
     w = torch.zeros(100, 100)
     w[0, :5] = 1.0  # 5 non-zeros in 10,000
-    csr = 5 * 7 + 101 * 32  # 7-bit column index, 32-bit row pointers
+    csr = 5 * 7 + 101 * 3  # 7-bit column index, row pointers at bits_needed(5) = 3 bits (prunequant.core.cost)
     assert storage_bits(w, 32) == 5 * 32 + min(10_000, csr)
     dense = torch.ones(10, 10)
     assert storage_bits(dense, 32) == 100 * 32  # no index when nothing is zero
@@ -170,22 +172,17 @@ def test_plot_report_writes_png(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
-def test_cli_report(tmp_path):
-    from typer.testing import CliRunner
-
-    from prunequant.cli.main import app
+def test_cli_report(tmp_path, run_cli):
     from prunequant.io import save
     from prunequant.models import build_model
 
     path = save(build_model("digits_cnn"), tmp_path / "m.safetensors")
-    runner = CliRunner()
-    res = runner.invoke(app, ["report", str(path), "--json", str(tmp_path / "r.json"), "--csv",
-                              str(tmp_path / "r.csv")])
-    assert res.exit_code == 0, res.output
+    code, out, err = run_cli("report", path, "--json", tmp_path / "r.json", "--csv", tmp_path / "r.csv")
+    assert code == 0, err
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert sum(r["macs"] for r in rows) == 157312
     assert (tmp_path / "r.csv").exists()
-    bad = runner.invoke(app, ["report", str(path), "--input-shape", "1,3,8,8"])
-    assert bad.exit_code == 1 and "DigitsCNN" in bad.output
-    missing = runner.invoke(app, ["report", str(tmp_path / "nope.safetensors")])
-    assert missing.exit_code == 1 and "nope.safetensors" in missing.output
+    code, out, err = run_cli("report", path, "--input-shape", "1,3,8,8")
+    assert code == 2 and err.startswith("error: ") and "DigitsCNN" in err
+    code, out, err = run_cli("report", tmp_path / "nope.safetensors")
+    assert code == 2 and err.startswith("error: ") and "nope.safetensors" in err

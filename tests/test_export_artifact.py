@@ -115,13 +115,13 @@ def test_sparse_format_choice_and_size(tmp_path):
     torch.manual_seed(3)
     dense = _compress(build_model("mlp", hidden=(512, 512)).eval(), "pwlq1")
     res = export(dense, tmp_path / "d.pq")
-    layers = {e.name: e for e in res.entries if e.kind == "q"}
+    layers = {e.name: e for e in res.entries if e.kind == "quantized"}
     assert all(e.format == "dense" and e.bits == 5 for e in layers.values())  # 4-bit code + 1 region bit
     assert res.overhead < 0.05  # file within 5% of the exact bit count of what it stores
     assert res.size_ratio < 0.17
     sparse = _compress(build_model("mlp", hidden=(512, 512)).eval(), "prune+pwlq1", sparsity=0.95)
     res95 = export(sparse, tmp_path / "s.pq")
-    fmts = {e.format for e in res95.entries if e.kind == "q"}
+    fmts = {e.format for e in res95.entries if e.kind == "quantized"}
     assert fmts <= {"csr", "bitmap"} and "csr" in fmts
     assert res95.file_bytes < res.file_bytes / 4
 
@@ -214,7 +214,7 @@ def test_joint_mixed_precision_packs_each_channel_at_its_width(tmp_path):
     with torch.no_grad():
         assert torch.equal(load_compressed(tmp_path / "joint.pq")(x), model(x))
     for e in res.entries:
-        if e.kind == "q":
+        if e.kind == "quantized":
             assert e.bits < 6  # mean over channels of mixed 0..8-bit codes, not the widest width
 
 
@@ -226,7 +226,7 @@ def test_quantize_pipeline_roundtrip(tmp_path, scheme):
 
     torch.manual_seed(8)
     model = build_model("digits_cnn").eval()
-    quantize_(model, PWLQConfig(wbits=4, abits=8, scheme=scheme, lloyd_max=False),
+    quantize_(model, PWLQConfig(wbits=4, abits=8, scheme=scheme),
               calibration_data=torch.rand(64, 1, 8, 8))
     x = torch.rand(5, 1, 8, 8)
     res = export(model, tmp_path / "q.pq")

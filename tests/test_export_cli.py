@@ -1,9 +1,9 @@
 """CLI: ``prunequant export`` (pq and onnx) and ``prunequant bench`` on a saved model file."""
-import json
 
 import torch
 from typer.testing import CliRunner
 
+from conftest import last_json
 from prunequant.cli.main import app
 from prunequant.export import load_compressed
 from prunequant.io import save
@@ -12,8 +12,7 @@ from prunequant.models import build_model
 torch.set_num_threads(1)
 
 
-def _last_json(output: str) -> dict:
-    return json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
+_last_json = last_json
 
 
 def test_export_pq_onnx_and_bench(tmp_path):

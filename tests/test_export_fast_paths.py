@@ -5,25 +5,23 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from prunequant.errors import ConfigError, UnsupportedModuleError
-from prunequant.export.fast_paths import (
+from prunequant.export.kernels import (
     Int8Conv2d,
     Int8Linear,
     PWLQInt8Conv2d,
     PWLQInt8Linear,
     SparseConv2d,
     SparseLinear,
-    build_path,
-    eligible_paths,
-    optimize,
     pwlq_branches,
 )
-from prunequant.export.weight_only import (
+from prunequant.export.kernels.weight_only import (
     dequantize_reference,
     pack_weight_only,
     triton_available,
     weight_only_matmul_reference,
     weight_only_matmul_triton,
 )
+from prunequant.export.select import build_path, eligible_paths, optimize
 from prunequant.models import build_model
 from prunequant.pruning.base import apply_mask_, prunable_modules
 from prunequant.quantization.pwlq import PWLQWeightQuant

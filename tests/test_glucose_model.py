@@ -129,3 +129,39 @@ def test_pls_grouped_cv_and_errors():
         PLSBaseline().fit(x, y[:10])
     with pytest.raises(ConfigError):
         PLSBaseline().predict(x)
+
+
+def test_base_channel_mode_starts_as_the_identity_and_reloads(tmp_path):
+    from prunequant.io import load, save
+
+    m = GlucoseLSTM("timeseries", in_channels=4, hidden1=6, hidden2=3, base_channel=0)
+    x = torch.rand(5, 7, 4) + 1.0
+    m.fit_normalization(x, torch.rand(5) * 100 + 50)
+    torch.testing.assert_close(m(x), x[:, -1, 0])           # zero-initialised head: output = base channel
+    assert m.lstm1.input_size == 3                           # the base channel is not fed to the LSTMs
+    with torch.no_grad():
+        m.head.bias.fill_(0.5)
+    torch.testing.assert_close(m(x), x[:, -1, 0] * 1.05)      # weights still zero: base x (1 + 0.1 x bias)
+    save(m, tmp_path / "b.safetensors")
+    torch.testing.assert_close(load(tmp_path / "b.safetensors")(x), m(x))
+    with pytest.raises(ConfigError):
+        GlucoseLSTM("timeseries", in_channels=4, base_channel=4)
+    with pytest.raises(ConfigError):
+        GlucoseLSTM("timeseries", in_channels=4, base_channel=0, snv=True)
+
+
+def test_a_fresh_process_rebuilds_the_glucose_model_from_the_file(tmp_path):
+    """io.load finds the model class from the file alone (the registry imports no application)."""
+    import subprocess
+    import sys
+
+    from prunequant.io import save
+
+    m = GlucoseLSTM("timeseries", in_channels=3, hidden1=4, hidden2=2)
+    save(m, tmp_path / "g.safetensors")
+    code = ("import sys, prunequant.io as io; m = io.load(sys.argv[1]); "
+            "print(type(m).__name__)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "g.safetensors")], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "GlucoseLSTM"

@@ -1,4 +1,4 @@
-"""prunequant.io: atomic, verified safetensors + JSON storage of tensors and models."""
+"""prunequant.storage (atomic, verified safetensors + JSON storage of tensors) and prunequant.io (models)."""
 import json
 import struct
 
@@ -8,18 +8,17 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from prunequant.errors import StorageError, UnsupportedModuleError
-from prunequant.io import (
+from prunequant.io import layer_bits, load, save
+from prunequant.models import build_model
+from prunequant.pruning.base import FixedMask, apply_mask_
+from prunequant.storage import (
     FORMAT_VERSION,
     atomic_save_safetensors,
     atomic_write_bytes,
-    load,
     load_state,
     read_metadata,
-    save,
     save_state,
 )
-from prunequant.models import build_model
-from prunequant.pruning.base import FixedMask, apply_mask_
 
 torch.set_num_threads(1)
 
@@ -211,3 +210,60 @@ def test_activation_quantizer_for_a_missing_layer_is_a_clear_error():
 
     with pytest.raises(StorageError, match="m.safetensors.*'nope'"):
         restore_act_quants_(nn.Linear(2, 2), {"nope": {"bits": 8, "signed": True}}, "m.safetensors")
+
+
+def test_io_reexports_storage_and_layer_bits_is_public(tmp_path):
+    import prunequant.io as pio
+    import prunequant.storage as st
+
+    assert pio.save_state is st.save_state and pio.load_state is st.load_state
+    lin = nn.Linear(2, 2)
+    lin.prunequant_abits = 8
+    parametrize.register_parametrization(lin, "weight", _Round())
+    assert layer_bits(nn.Sequential(lin)) == {"0": {"prunequant_abits": 8, "prunequant_wbits": 6}}
+
+
+def test_files_naming_fixed_mask_by_its_old_module_still_restore_masks(tmp_path):
+    model = build_model("mlp")
+    keep = torch.rand_like(model.net[1].weight) > 0.5
+    apply_mask_(model.net[1], "weight", keep)
+    tensors, meta = load_state(save(model, tmp_path / "m.safetensors"))
+    meta["parametrizations"] = {"net.1.weight": ["prunequant.pruning.base.FixedMask"]}
+    save_state(tensors, meta, tmp_path / "old.safetensors", kind="model")
+    back = load(tmp_path / "old.safetensors")
+    assert torch.equal(back.net[1].parametrizations.weight[0].mask, keep)
+
+
+def test_model_module_outside_the_package_is_never_imported(tmp_path):
+    from prunequant.errors import ConfigError
+
+    tensors, meta = load_state(save(build_model("mlp"), tmp_path / "m.safetensors"))
+    meta["model_config"] = {"name": "not_registered"}
+    meta["model_class"] = "some_unknown_pkg_xyz.models.Net"
+    save_state(tensors, meta, tmp_path / "foreign.safetensors", kind="model")
+    with pytest.raises(ConfigError, match="not_registered"):
+        load(tmp_path / "foreign.safetensors")
+
+
+def test_app_model_loads_in_a_fresh_process_without_importing_the_app_first(tmp_path):
+    """The model registry knows no application: the file names the module that registers the model."""
+    import subprocess
+    import sys
+
+    glucose = pytest.importorskip("prunequant.apps.glucose")
+    m = glucose.GlucoseLSTM("spectrum", length=40, sg_window=5, pool=2, chunk=4, hidden1=6, hidden2=3)
+    m.fit_normalization(torch.randn(20, 40, 1), torch.rand(20) + 1)
+    path = save(m.eval(), tmp_path / "g.safetensors")
+    torch.save(m(torch.ones(2, 40, 1)).detach(), tmp_path / "y.pt")
+    code = f"""
+import sys, torch
+import prunequant.models.registry
+assert "prunequant.apps.glucose" not in sys.modules
+from prunequant.io import load
+m = load({str(path)!r}).eval()
+assert type(m).__name__ == "GlucoseLSTM"
+torch.testing.assert_close(m(torch.ones(2, 40, 1)), torch.load({str(tmp_path / "y.pt")!r}, weights_only=True))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from prunequant.errors import ConfigError
-from prunequant.models import MODEL_REGISTRY, build_model, train_reference
+from prunequant.models import MODEL_REGISTRY, build_model
+from prunequant.models.reference import train_reference
 
 
 @pytest.mark.parametrize("name", ["digits_cnn", "mlp", "resnet_small", "mobilenet_small"])

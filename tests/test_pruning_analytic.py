@@ -9,7 +9,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
-from prunequant import prune_
+from prunequant import finalize_, prune_
 from prunequant.errors import ConfigError, LayerError, UnsupportedModuleError
 from prunequant.pruning.analytic import (
     AnalyticThreshold,
@@ -17,7 +17,6 @@ from prunequant.pruning.analytic import (
     AnalyticThresholdPlugin,
     SparsityController,
     attach_analytic_thresholds_,
-    finalize_,
     hard_sparsity,
     harden_masks_,
     project_min_density_,
@@ -86,7 +85,7 @@ def _analytic_linear(granularity="layer", seed=0, dtype=D):
     return lin, items[0][1]
 
 
-@pytest.mark.parametrize("granularity", ["layer", "channel"])
+@pytest.mark.parametrize("granularity", ["layer", "channel_threshold"])
 def test_gradcheck_pruned_layer(granularity):
     lin, _par = _analytic_linear(granularity)
     names = ["parametrizations.weight.original", "parametrizations.weight.0.log_alpha",
@@ -118,7 +117,7 @@ def test_pruned_layer_gradients_equal_closed_forms():
 
 
 def test_parametrization_hard_mask_and_channel_shapes():
-    lin, par = _analytic_linear("channel", dtype=torch.float32)
+    lin, par = _analytic_linear("channel_threshold", dtype=torch.float32)
     assert par.log_beta.shape == (4,) and par.log_alpha.shape == (4,)
     with torch.no_grad():
         par.log_beta.copy_(torch.log(torch.tensor([0.05, 0.1, 0.2, 0.4])))
@@ -174,13 +173,13 @@ def test_lstm_gru_attention_are_pruned_and_learn_thresholds():
             return self.attn(y, y, y)[0]
 
     m = Seq()
-    res = prune_(m, AnalyticThresholdConfig(beta_init=1.0, min_density=0.0))
-    names = set(res.plugin.names)
+    plugin = prune_(m, AnalyticThresholdConfig(beta_init=1.0, min_density=0.0))
+    names = set(plugin.names)
     assert {"lstm.weight_ih_l0", "lstm.weight_hh_l0", "gru.weight_ih_l0", "gru.weight_hh_l0",
             "attn.in_proj_weight", "attn.out_proj.weight"} == names
     out = m(torch.randn(2, 5, 3))
-    (out.square().mean() + res.plugin.penalty()).backward()
-    for p, _ in res.plugin.items:
+    (out.square().mean() + plugin.penalty()).backward()
+    for p, _ in plugin.items:
         assert p.log_beta.grad is not None and torch.isfinite(p.log_beta.grad).all()
     s = global_sparsity(m)
     y_before = m(torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(1)))
@@ -237,7 +236,7 @@ def test_controller_setpoint_ramp_and_dual_ascent():
 def test_min_density_projection_and_snap_hit_their_targets():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(50, 40), nn.Linear(40, 30), nn.Linear(30, 3))
-    items = attach_analytic_thresholds_(model, AnalyticThresholdConfig(granularity="channel", min_density=0.0))
+    items = attach_analytic_thresholds_(model, AnalyticThresholdConfig(granularity="channel_threshold", min_density=0.0))
     pairs = [(p, w) for _, p, w in items]
     with torch.no_grad():
         for p, _ in pairs:
@@ -316,8 +315,8 @@ def test_resume_restores_controller_and_thresholds_exactly(tmp_path):
 
 def test_prune_handler_without_data_only_attaches():
     m = _toy_model()
-    res = prune_(m, AnalyticThresholdConfig())
+    plugin = prune_(m, AnalyticThresholdConfig())
     assert all(isinstance(get_mask(mod, "weight"), AnalyticThreshold) for mod in (m[0], m[2]))
-    assert res.history == [] and res.plugin.controller is not None
+    assert isinstance(plugin, AnalyticThresholdPlugin) and plugin.controller is not None
     # the model still trains as an ordinary module
     F.cross_entropy(m(torch.randn(4, 10)), torch.zeros(4, dtype=torch.long)).backward()

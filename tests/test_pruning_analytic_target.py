@@ -5,7 +5,7 @@ import torch
 
 from prunequant import prune_
 from prunequant.data import digits_loaders
-from prunequant.models import train_reference
+from prunequant.models.reference import train_reference
 from prunequant.pruning import AnalyticThresholdConfig, global_sparsity, layer_sparsity
 from prunequant.training import TrainConfig, evaluate
 

@@ -10,7 +10,8 @@ from torch import nn
 from prunequant import prune_
 from prunequant.analysis import report
 from prunequant.errors import ConfigError, LayerError
-from prunequant.models import DigitsCNN, MobileNetSmall, train_reference
+from prunequant.models import DigitsCNN, MobileNetSmall
+from prunequant.models.reference import train_reference
 from prunequant.pruning import MacBudgetConfig, MacBudgetResult
 from prunequant.pruning.base import FixedMask, finalize_masks_, get_mask, prunable_modules
 from prunequant.pruning.mac_budget import round_targets, weight_uses
@@ -25,18 +26,11 @@ def _reduction(model, x=X):
     return 1 - t.effective_macs / t.macs
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from prunequant.data import digits_loaders
-
-    return digits_loaders(batch_size=64, seed=0)
-
-
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
 def test_requested_mac_reduction_is_what_the_report_shows(digits, target, tmp_path):
     train, val, test = digits
     model, acc = train_reference("digits_cnn", seed=0)
-    res = prune_(model, MacBudgetConfig(mac_reduction=target, rounds=2, retrain_epochs=1, verbose=False),
+    res = prune_(model, MacBudgetConfig(mac_reduction=target, rounds=2, retrain_epochs=1),
                  train=train, val=val, history_path=tmp_path / "h.json")
     assert isinstance(res, MacBudgetResult) and res.met_target
     assert abs(_reduction(model) - target) <= 0.01          # the issue's +-1 pt
@@ -64,7 +58,7 @@ def test_requested_mac_reduction_is_what_the_report_shows(digits, target, tmp_pa
 def test_mac_share_prunes_the_heavy_layers_hardest():
     torch.manual_seed(0)
     model = DigitsCNN()
-    res = prune_(model, MacBudgetConfig(mac_reduction=0.5, rounds=1, verbose=False), example_input=X)
+    res = prune_(model, MacBudgetConfig(mac_reduction=0.5, rounds=1), example_input=X)
     frac = {ly.layer: ly.pruned_fraction for ly in res.rounds[0].layers}
     # conv2/conv3 carry 94% of the MACs; the classifier has 0.4% and almost no allowance
     assert frac["features.6.weight"] > frac["features.0.weight"]
@@ -74,12 +68,12 @@ def test_mac_share_prunes_the_heavy_layers_hardest():
 
 
 def test_fixed_base_allowance_and_callable_retrain(tmp_path):
-    from prunequant.pruning.mac_budget.plot import plot_history
+    from prunequant.viz import plot_mac_budget as plot_history
 
     torch.manual_seed(0)
     model = DigitsCNN()
     calls = []
-    res = prune_(model, MacBudgetConfig(mac_reduction=None, base_allowance=0.02, rounds=2, verbose=False),
+    res = prune_(model, MacBudgetConfig(mac_reduction=None, base_allowance=0.02, rounds=2),
                  train=lambda m, r: calls.append(r), example_input=X)
     assert calls == [1, 2]
     assert res.target is None and res.met_target is None
@@ -95,7 +89,7 @@ def test_fixed_base_allowance_and_callable_retrain(tmp_path):
 def test_reconstruction_options_meet_the_target(opts):
     torch.manual_seed(1)
     model = DigitsCNN()
-    res = prune_(model, MacBudgetConfig(mac_reduction=0.6, rounds=2, verbose=False, **opts), example_input=X)
+    res = prune_(model, MacBudgetConfig(mac_reduction=0.6, rounds=2, **opts), example_input=X)
     assert res.met_target and abs(_reduction(model) - 0.6) <= 0.01
     assert round_targets(0.0, 0.6, 2, "linear") == pytest.approx([0.3, 0.6])
 
@@ -103,21 +97,21 @@ def test_reconstruction_options_meet_the_target(opts):
 def test_pruned_fraction_bounds_per_kind():
     torch.manual_seed(0)
     model = DigitsCNN()
-    cfg = MacBudgetConfig(mac_reduction=0.4, rounds=1, verbose=False, min_pruned={"linear": 0.3},
+    cfg = MacBudgetConfig(mac_reduction=0.4, rounds=1, min_pruned={"linear": 0.3},
                           max_pruned={"conv": 0.45, "default": 0.95})
     res = prune_(model, cfg, example_input=X)
     frac = {ly.layer: ly for ly in res.rounds[0].layers}
     assert frac["classifier.weight"].pruned_fraction >= 0.3 and frac["classifier.weight"].bound == "min"
     assert all(frac[k].pruned_fraction <= 0.45 + 1e-9 for k in frac if k.startswith("features"))
     with pytest.raises(ConfigError, match="unreachable"):
-        prune_(DigitsCNN(), MacBudgetConfig(mac_reduction=0.8, max_pruned={"default": 0.5}, verbose=False),
+        prune_(DigitsCNN(), MacBudgetConfig(mac_reduction=0.8, max_pruned={"default": 0.5}),
                example_input=X)
 
 
 def test_depthwise_grouped_and_recurrent_layers():
     torch.manual_seed(0)
     mb = MobileNetSmall()
-    res = prune_(mb, MacBudgetConfig(mac_reduction=0.5, rounds=1, verbose=False), example_input=X)
+    res = prune_(mb, MacBudgetConfig(mac_reduction=0.5, rounds=1), example_input=X)
     kinds = {ly.kind for ly in res.rounds[0].layers}
     assert {"conv", "depthwise", "linear"} <= kinds
     assert abs(_reduction(mb) - 0.5) <= 0.01
@@ -146,7 +140,7 @@ def test_depthwise_grouped_and_recurrent_layers():
     rep = report(model, x).total
     act = rep.macs - sum(float(u.sum()) for u in uses)  # attention QK^T / AV MACs hold no weights
     assert act == 2 * 12 * 12 * 16
-    res = prune_(model, MacBudgetConfig(mac_reduction=0.4, rounds=2, verbose=False), example_input=x)
+    res = prune_(model, MacBudgetConfig(mac_reduction=0.4, rounds=2), example_input=x)
     assert abs(_reduction(model, x) - 0.4) <= 0.01
     kinds = {ly.layer: ly.kind for ly in res.rounds[0].layers}
     assert kinds["conv.weight"] == "grouped" and kinds["lstm.weight_hh_l1"] == "rnn"
@@ -173,7 +167,7 @@ def test_zero_variance_and_single_weight_layers_are_skipped_with_a_message():
         model.flat.weight.fill_(0.25)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        res = prune_(model, MacBudgetConfig(mac_reduction=0.3, rounds=1, verbose=False),
+        res = prune_(model, MacBudgetConfig(mac_reduction=0.3, rounds=1),
                      example_input=torch.randn(1, 16))
     msgs = [str(x.message) for x in w]
     assert any("'flat.weight'" in m and "zero variance" in m for m in msgs)
@@ -192,26 +186,24 @@ def test_bad_input_is_named():
     with torch.no_grad():
         model.features[6].weight[0, 0, 0, 0] = float("nan")
     with pytest.raises(LayerError, match="features.6.weight"):
-        prune_(model, MacBudgetConfig(verbose=False), example_input=X)
+        prune_(model, MacBudgetConfig(), example_input=X)
     with pytest.raises(ConfigError, match="example_input"):
-        prune_(DigitsCNN(), MacBudgetConfig(verbose=False))
+        prune_(DigitsCNN(), MacBudgetConfig())
     for bad in ({"mac_reduction": 1.2}, {"mac_reduction": None}, {"norm": "l3"}, {"q_min": 2, "q_max": 1},
                 {"max_pruned": {"convv": 0.5}}, {"allowance": "flops"}, {"rounds": 0}):
         with pytest.raises(ConfigError):
             MacBudgetConfig(**bad)
 
 
-def test_cli_mac_budget(tmp_path):
-    from typer.testing import CliRunner
-
-    from prunequant.cli.main import app
-    from prunequant.io import load
+def test_cli_mac_budget(tmp_path, run_cli):
+    from prunequant.workflow.runner import load_compressed_file
 
     out = tmp_path / "run"
-    r = CliRunner().invoke(app, ["prune", "digits_cnn", "--method", "mac-budget", "--mac-reduction", "0.4",
-                                 "--rounds", "1", "--retrain-epochs", "1", "--out", str(out)])
-    assert r.exit_code == 0, r.output
-    info = json.loads((out / "result.json").read_text())
-    assert info["met_target"] and abs(info["mac_reduction"] - 0.4) <= 0.01
-    assert abs(_reduction(load(out / "model.safetensors")) - info["mac_reduction"]) < 1e-9
-    assert (out / "history.json").exists() and (out / "prune.png").exists()
+    code, _, err = run_cli("prune", "digits_cnn", "--method", "mac-budget", "--mac-reduction", "0.4",
+                           "--rounds", "1", "--retrain-epochs", "1", "--out", out)
+    assert code == 0, err
+    step = json.loads((out / "report.json").read_text())["steps"][0]
+    info = step["result"]
+    assert info["met_target"] and abs(info["reduction"] - 0.4) <= 0.01
+    assert abs(_reduction(load_compressed_file(out / "model.pq")) - info["reduction"]) < 1e-9
+    assert (out / "step1_mac_budget_history.json").exists() and (out / step["plot"]).exists()

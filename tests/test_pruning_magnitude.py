@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import make_cnn
 from prunequant import prune_
 from prunequant.errors import ConfigError, LayerError
-from prunequant.models import DigitsCNN, MobileNetSmall
+from prunequant.models import MobileNetSmall
 from prunequant.pruning.base import FixedMask, get_mask, layer_sparsity
 from prunequant.pruning.magnitude import (
     AGPPlugin,
@@ -25,8 +26,7 @@ X = torch.zeros(1, 1, 8, 8)
 
 
 def _cnn(seed=0):
-    torch.manual_seed(seed)
-    return DigitsCNN()
+    return make_cnn(seed)
 
 
 def test_uniform_prunes_same_fraction_in_every_layer():
@@ -93,8 +93,8 @@ def test_rate_tuned_to_mac_reduction_matches_report(scope):
 def test_magnitude_handler_via_prune_():
     model = MobileNetSmall()
     out = prune_(model, MagnitudeConfig(mac_reduction=0.3, scope="uniform", finalize=True), example_input=X)
-    assert out["mac_reduction"] == pytest.approx(0.3, abs=0.005)
-    assert effective_mac_reduction(model, X) == pytest.approx(out["mac_reduction"])
+    assert out.mac_reduction == pytest.approx(0.3, abs=0.005)
+    assert effective_mac_reduction(model, X) == pytest.approx(out.mac_reduction)
     assert get_mask(model.classifier, "weight") is None  # finalized: exact zeros, no parametrization
     assert (model.classifier.weight == 0).any()
     with pytest.raises(ConfigError):
@@ -126,3 +126,14 @@ def test_agp_plugin_reaches_final_sparsity_while_training():
     assert hist[-1]["val_accuracy"] > 0.5
     assert plugin.state_dict()["current"] == pytest.approx(0.7)
     assert steps > plugin.end_step
+
+
+def test_full_sparsity_is_rejected_and_a_tiny_layer_keeps_one_weight():
+    with pytest.raises(ConfigError, match=r"sparsity must be in \[0, 1\)"):
+        MagnitudeConfig(sparsity=1.0)
+    with pytest.raises(ConfigError, match="mac_reduction"):
+        MagnitudeConfig(mac_reduction=1.0)
+    for scope in ("global", "uniform"):
+        layer = nn.Linear(20, 10)  # 200 weights: round(0.999 * 200) would prune all of them
+        prune_(layer, MagnitudeConfig(sparsity=0.999, scope=scope))
+        assert int((layer.weight != 0).sum()) == 1

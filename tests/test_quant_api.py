@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from conftest import make_cnn
 from prunequant import quantize_
 from prunequant.analysis import report
 from prunequant.errors import ConfigError, LayerError
@@ -24,13 +25,7 @@ torch.set_num_threads(1)
 
 
 def _cnn(seed=0, cls=DigitsCNN):
-    torch.manual_seed(seed)
-    model = cls()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+    return make_cnn(seed, cls, random_bn_stats=True)
 
 
 def _quant(module, name="weight"):
@@ -41,14 +36,14 @@ def test_quantize_cnn_pwlq_default_pipeline():
     model = _cnn()
     ref = copy.deepcopy(model)
     x = torch.rand(64, 1, 8, 8)
-    res = quantize_(model, PWLQConfig(wbits=8, abits=8), calibration_data=x)
+    res = quantize_(model, PWLQConfig(wbits=8, abits=8), calibration_data=x, lloyd_max=True)
     assert len(res.folded_bn) == 3 and len(res.layers) == 4
     with torch.no_grad():
         y, y_ref = model(x), ref(x)
     assert float((y - y_ref).abs().max()) < 0.05 * float(y_ref.abs().max())  # 8-bit: close to float
     for r in res.layers:
         assert r.scheme == "pwlq" and r.bits == 8 and r.act_bits == 8 and r.levels == 511
-        assert 0 < r.breakpoint_ratio[0] < 0.5 and 0 < r.center_fraction < 1
+        assert 0 < r.breakpoint_ratio[0] < 1 and 0 < r.center_fraction < 1  # full-range search (issue 15)
         assert r.mse_before_bc < r.uniform_mse
         assert r.lloyd_max_mse is not None and r.lloyd_max_mse <= r.mse_before_bc * (1 + 1e-9)
     conv = model.features[0]

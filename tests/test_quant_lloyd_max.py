@@ -52,3 +52,23 @@ def test_sorted_error_equals_brute_force():
     lev = torch.sort(torch.randn(5, 9, generator=g), 1).values
     brute = ((x[:, :, None] - lev[:, None, :]) ** 2).min(-1).values.double().sum(1)
     assert torch.allclose(nearest_level_sse(x, lev), brute, rtol=1e-6)
+
+
+def test_multi_start_keeps_best_of_uniform_quantile_and_extra_grid():
+    from prunequant.quantization.lloyd_max import lloyd_max_references, quantile_levels
+
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(6, 400, generator=g) / torch.sqrt(torch.rand(6, 400, generator=g) * 0.95 + 0.05)
+    L = 15
+    best, _ = lloyd_max_mse(w, L)
+    singles = [lloyd_max(w, start)[1] for start in (uniform_levels(w, L, 0), quantile_levels(w, L))]
+    per_channel_best = torch.minimum(*singles)
+    assert abs(best - float(per_channel_best.sum() / w.numel())) <= 1e-12 + 1e-9 * best
+    # heavy tails: the quantile start beats the uniform start on some channel (why several starts matter)
+    assert bool((singles[1] < singles[0] * (1 - 1e-6)).any())
+    refs = lloyd_max_references(w, 31, 5, inits=[pwlq_levels(4, find_breakpoints(w, 4), w.abs().amax(1))])
+    assert refs["levels_equal_storage"] == 32
+    assert refs["same_storage"] <= refs["same_levels"] * (1 + 1e-9)
+    # the reference is never above the PWLQ grid it was also started from
+    q = pwlq_quantize(w, 4, find_breakpoints(w, 4))
+    assert refs["same_levels"] <= float(((q - w) ** 2).mean()) * (1 + 1e-9)

@@ -25,7 +25,7 @@ def _weights(d):
 
 
 def test_trainer_learns_digits():
-    from prunequant.models import train_reference
+    from prunequant.models.reference import train_reference
 
     model, acc = train_reference("mlp", epochs=5)
     assert acc > 0.9

@@ -1,31 +1,16 @@
-"""Safe storage: safetensors tensors + JSON metadata in one file, written atomically, verified on read.
+"""Model files: save and load a whole (pruned, quantized) model through :mod:`prunequant.storage`.
 
-File layout: an ordinary ``.safetensors`` file whose header ``__metadata__["prunequant"]`` holds one JSON object::
+A model file is a :mod:`prunequant.storage` file of kind ``"model"`` (atomic, sha256-verified safetensors + JSON)
+holding the model's raw ``state_dict`` (including parametrization originals and buffers such as pruning masks),
+the effective value of every parametrized tensor, the model config (so :func:`load` can rebuild it through the
+model registry), the parametrizations per tensor, the input activation quantizers and the per-layer bit widths.
 
-    {"format_version": 1, "kind": "state" | "model", "sha256": <digest of the tensors>,
-     "versions": {"prunequant": ..., "torch": ..., "safetensors": ...}, "meta": <caller's JSON>}
-
-``sha256`` hashes every tensor's name, dtype, shape and raw bytes in name order, so a flipped byte in the data,
-a renamed or reshaped tensor, or a truncated file is caught on load. Writes go to a temporary file in the target
-folder, are fsync'ed, then ``os.replace``'d over the target, so a crash never leaves a half-written file behind.
-Nothing is pickled; ``torch.load`` is never called.
-
-Two levels:
-
-* :func:`save_state` / :func:`load_state`: a flat ``dict[str, Tensor]`` + a JSON-able dict (used by the Trainer's
-  checkpoints).
-* :func:`save` / :func:`load`: a whole model: its raw ``state_dict`` (including parametrization originals and
-  buffers such as pruning masks), the effective value of every parametrized tensor, the model config (so
-  ``load`` can rebuild it with :func:`prunequant.models.build_model`), the parametrizations per tensor and the
-  per-layer bit widths.
+The storage functions (:func:`save_state`, :func:`load_state`, :func:`read_metadata`, ...) are re-exported here
+for convenience; code that needs storage only imports :mod:`prunequant.storage`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,196 +18,56 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .errors import StorageError
+from .core.chain import weight_chains
+from .core.masks import FixedMask
+from .core.quantizer import ActFakeQuant, attach_input_quant
+from .errors import StorageError, UnsupportedModuleError
+from .storage import (
+    FORMAT_VERSION,
+    atomic_save_safetensors,
+    atomic_write_bytes,
+    load_state,
+    read_metadata,
+    save_state,
+    tensor_digest,
+)
 
 __all__ = [
     "FORMAT_VERSION",
+    "act_quant_specs",
+    "apply_layer_bits_",
     "atomic_save_safetensors",
     "atomic_write_bytes",
+    "layer_bits",
     "load",
     "load_state",
     "read_metadata",
+    "restore_act_quants_",
     "save",
     "save_state",
     "tensor_digest",
 ]
 
-FORMAT_VERSION = 1
-_META_KEY = "prunequant"
 _EFFECTIVE = "effective/"
 _STATE = "state/"
 _BIT_ATTRS = ("prunequant_wbits", "prunequant_abits")
-
-
-# --------------------------------------------------------------------------------------------- atomic writes
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_replace(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, fsync it, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder + ``os.replace``)."""
-    path = Path(path)
-    _atomic_replace(path, lambda tmp: tmp.write_bytes(data))
-    return path
-
-
-def _plain_tensors(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Detached, contiguous CPU tensors with no two sharing storage (safetensors refuses shared storage)."""
-    out: dict[str, Tensor] = {}
-    seen: set[tuple[int, int]] = set()
-    for name, t in tensors.items():
-        if not isinstance(t, Tensor):
-            raise StorageError(f"cannot store {name!r}: expected a Tensor, got {type(t).__name__}")
-        t = t.detach().to("cpu").contiguous()
-        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-        if t.numel() and key in seen:
-            t = t.clone()
-        elif t.numel():
-            seen.add(key)
-        out[name] = t
-    return out
-
-
-def atomic_save_safetensors(tensors: dict[str, Tensor], path: str | Path,
-                            metadata: dict[str, str] | None = None) -> Path:
-    """Write ``tensors`` as a safetensors file atomically; ``metadata`` is the header's string map."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    plain = _plain_tensors(tensors)
-    _atomic_replace(path, lambda tmp: save_file(plain, str(tmp), metadata=metadata))
-    return path
-
-
-# --------------------------------------------------------------------------------------------- verified state
-def tensor_digest(tensors: dict[str, Tensor]) -> str:
-    """sha256 over each tensor's name, dtype, shape and raw bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    import safetensors
-
-    from . import __version__
-
-    return {"prunequant": __version__, "torch": torch.__version__, "safetensors": safetensors.__version__}
-
-
-def save_state(tensors: dict[str, Tensor], meta: dict[str, Any], path: str | Path, *, kind: str = "state") -> Path:
-    """Atomically write ``tensors`` and the JSON-able ``meta`` to one safetensors file with a content digest."""
-    path = Path(path)
-    plain = _plain_tensors(tensors)
-    try:
-        header = {"format_version": FORMAT_VERSION, "kind": kind, "sha256": tensor_digest(plain),
-                  "versions": _versions(), "meta": meta}
-        text = json.dumps(header)
-    except (TypeError, ValueError) as e:
-        raise StorageError(f"{path}: metadata is not JSON-serializable: {e}") from e
-    return atomic_save_safetensors(plain, path, metadata={_META_KEY: text})
-
-
-def _read_header(path: Path) -> dict[str, Any]:
-    """Parse the safetensors header of ``path`` and return the prunequant JSON object (checks the version)."""
-    if not path.exists():
-        raise StorageError(f"{path}: file not found")
-    if not path.is_file():
-        raise StorageError(f"{path}: not a file")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise StorageError(f"{path}: truncated or not a safetensors file ({size} bytes)")
-        (n,) = struct.unpack("<Q", head)
-        if n > size - 8 or n > 100_000_000:
-            raise StorageError(f"{path}: truncated or corrupt safetensors header (claims {n} bytes, "
-                               f"file has {size})")
-        raw = f.read(n)
-    try:
-        header = json.loads(raw)
-        text = header["__metadata__"][_META_KEY]
-        info = json.loads(text)
-    except (ValueError, KeyError, TypeError) as e:
-        raise StorageError(f"{path}: not a prunequant file (missing or unreadable metadata: {e})") from e
-    if not isinstance(info, dict) or "format_version" not in info:
-        raise StorageError(f"{path}: prunequant metadata has no format_version")
-    version = info["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise StorageError(f"{path}: format version {version!r} is newer than this prunequant supports "
-                           f"({FORMAT_VERSION}); upgrade prunequant")
-    return info
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The full prunequant header of ``path`` (format version, kind, digest, versions, meta) without the tensors."""
-    return _read_header(Path(path))
-
-
-def load_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Read a file written by :func:`save_state`; verify its digest. Returns ``(tensors, meta)``.
-
-    Raises :class:`StorageError` naming the file if it is missing, truncated, tampered with, or from a newer format.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    info = _read_header(path)
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise StorageError(f"{path}: corrupt or truncated safetensors data: {e}") from e
-    if tensor_digest(tensors) != info.get("sha256"):
-        raise StorageError(f"{path}: sha256 mismatch, the file was modified or corrupted after it was written")
-    return tensors, info.get("meta", {})
+# FixedMask lived in prunequant.pruning.base before the core layer; files written then name it so.
+_FIXED_MASK_NAMES = {f"{FixedMask.__module__}.{FixedMask.__qualname__}", "prunequant.pruning.base.FixedMask"}
 
 
 # --------------------------------------------------------------------------------------------- models
 def _parametrized(model: nn.Module) -> dict[str, list[str]]:
     """``{"module.tensor": [qualified class name of each parametrization]}`` for every parametrized tensor."""
-    out: dict[str, list[str]] = {}
-    for mname, module in model.named_modules():
-        if not parametrize.is_parametrized(module):
-            continue
-        for tname, plist in module.parametrizations.items():
-            key = f"{mname}.{tname}" if mname else tname
-            out[key] = [f"{type(p).__module__}.{type(p).__qualname__}" for p in plist]
-    return out
+    return {c.key: [f"{type(p).__module__}.{type(p).__qualname__}" for p in c.parametrizations]
+            for c in weight_chains(model)}
 
 
-def _layer_bits(model: nn.Module) -> dict[str, dict[str, int]]:
-    """Bit widths per module: ``prunequant_wbits``/``prunequant_abits`` attributes, or a quantizer's ``bits``."""
+def layer_bits(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Bit widths per module: ``prunequant_wbits``/``prunequant_abits`` attributes, or a quantizer's ``bits``.
+
+    Returns:
+        ``{module name: {"prunequant_wbits": b, "prunequant_abits": a}}`` for every module that has either.
+    """
     out: dict[str, dict[str, int]] = {}
     for mname, module in model.named_modules():
         entry = {a: int(getattr(module, a)) for a in _BIT_ATTRS if getattr(module, a, None) is not None}
@@ -237,8 +82,6 @@ def _layer_bits(model: nn.Module) -> dict[str, dict[str, int]]:
 
 def act_quant_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
     """``{module name: {bits, signed}}`` for every input activation quantizer (``attach_input_quant``)."""
-    from .quantization.base import ActFakeQuant
-
     return {mname: {"bits": int(m.input_quant.bits), "signed": bool(m.input_quant.signed)}
             for mname, m in model.named_modules() if isinstance(getattr(m, "input_quant", None), ActFakeQuant)}
 
@@ -246,8 +89,6 @@ def act_quant_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
 def restore_act_quants_(model: nn.Module, spec: dict[str, dict[str, Any]], source: str) -> None:
     """Re-attach input activation quantizers from :func:`act_quant_specs` output (their scale/zero-point buffers
     are loaded with the state afterwards); ``source`` names the file in errors."""
-    from .quantization.base import ActFakeQuant, attach_input_quant
-
     for mname, q in spec.items():
         try:
             module = model.get_submodule(mname) if mname else model
@@ -259,7 +100,7 @@ def restore_act_quants_(model: nn.Module, spec: dict[str, dict[str, Any]], sourc
 
 
 def apply_layer_bits_(model: nn.Module, bits: dict[str, dict[str, int]]) -> None:
-    """Set ``prunequant_wbits``/``prunequant_abits`` from :func:`_layer_bits` output (missing layers skipped)."""
+    """Set ``prunequant_wbits``/``prunequant_abits`` from :func:`layer_bits` output (missing layers skipped)."""
     for mname, entry in bits.items():
         try:
             module = model.get_submodule(mname) if mname else model
@@ -278,11 +119,32 @@ def _get(model: nn.Module, dotted: str) -> tuple[nn.Module, str]:
 def save(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     """Save ``model`` (config, raw state incl. parametrizations, effective tensors, bit widths) to ``path``.
 
-    ``metadata`` (JSON-able) is stored as the compression state, e.g. the method config and its results.
+    Written atomically and digest-protected (:func:`prunequant.storage.save_state`); nothing is pickled.
+
+    Args:
+        model: any ``nn.Module``; with a JSON-able ``model.config`` (``{"name": registry name, **kwargs}``, as the
+            bundled models have) :func:`load` can rebuild it without being given a model.
+        path: target ``.safetensors`` file (its folder is created).
+        metadata: JSON-able compression state stored with it, e.g. the method config and its results.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        UnsupportedModuleError: ``model`` is not a Module. StorageError: ``config`` or ``metadata`` not JSON-able.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from prunequant.models import DigitsCNN
+        >>> from prunequant.io import save, load
+        >>> m = DigitsCNN().eval()
+        >>> p = save(m, tempfile.mkdtemp() + "/cnn.safetensors", metadata={"note": "fp32"})
+        >>> m2 = load(p)
+        >>> x = torch.randn(2, 1, 8, 8)
+        >>> bool(torch.equal(m(x), m2.eval()(x))), m2.prunequant_metadata
+        (True, {'note': 'fp32'})
     """
     if not isinstance(model, nn.Module):
-        from .errors import UnsupportedModuleError
-
         raise UnsupportedModuleError(f"io.save expects an nn.Module, got {type(model).__name__}")
     path = Path(path)
     tensors: dict[str, Tensor] = {_STATE + k: v for k, v in model.state_dict().items()}
@@ -298,18 +160,15 @@ def save(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = N
         except (TypeError, ValueError) as e:
             raise StorageError(f"{path}: model.config of {type(model).__name__} is not JSON-able: {e}") from e
     meta = {"model_class": f"{type(model).__module__}.{type(model).__qualname__}", "model_config": config,
-            "parametrizations": params, "layer_bits": _layer_bits(model), "act_quant": act_quant_specs(model),
+            "parametrizations": params, "layer_bits": layer_bits(model), "act_quant": act_quant_specs(model),
             "compression": metadata or {}}
     return save_state(tensors, meta, path, kind="model")
 
 
 def _restore_masks(model: nn.Module, raw: dict[str, Tensor], params: dict[str, list[str]]) -> None:
-    """Re-attach :class:`~prunequant.pruning.base.FixedMask` where it was the only parametrization of a tensor."""
-    from .pruning.base import FixedMask
-
-    fixed = f"{FixedMask.__module__}.{FixedMask.__qualname__}"
+    """Re-attach :class:`~prunequant.core.masks.FixedMask` where it was the only parametrization of a tensor."""
     for key, classes in params.items():
-        if classes != [fixed]:
+        if len(classes) != 1 or classes[0] not in _FIXED_MASK_NAMES:
             continue
         mname, _, tname = key.rpartition(".")
         prefix = f"{mname}.parametrizations.{tname}" if mname else f"parametrizations.{tname}"
@@ -324,6 +183,26 @@ def _restore_masks(model: nn.Module, raw: dict[str, Tensor], params: dict[str, l
 
 def load(path: str | Path, model: nn.Module | None = None, *, restore_masks: bool = True) -> nn.Module:
     """Load a model written by :func:`save`.
+
+    Args:
+        path: a file written by :func:`save` (its digest is verified).
+        model: the model to load into; ``None`` rebuilds it from the stored config through the model registry
+            (an application model's module, e.g. ``prunequant.apps.glucose``, is imported on demand).
+        restore_masks: re-attach fixed pruning masks (see below).
+
+    Returns:
+        The loaded model, with ``model.prunequant_metadata`` holding the stored compression metadata.
+
+    Raises:
+        StorageError: the file is missing, corrupt, tampered with, not a model file, or does not fit ``model``.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from torch import nn
+        >>> from prunequant.io import save, load
+        >>> p = save(nn.Linear(3, 2), tempfile.mkdtemp() + "/lin.safetensors")
+        >>> load(p, nn.Linear(3, 2)).weight.shape
+        torch.Size([2, 3])
 
     * ``model`` given and carrying the same parametrizations (same state-dict keys): the raw state is loaded as is.
     * otherwise (``model`` rebuilt from the stored config with ``build_model`` when not given): the effective
@@ -340,12 +219,15 @@ def load(path: str | Path, model: nn.Module | None = None, *, restore_masks: boo
     effective = {k[len(_EFFECTIVE):]: v for k, v in tensors.items() if k.startswith(_EFFECTIVE)}
     params: dict[str, list[str]] = meta["parametrizations"]
     if model is None:
-        from .models import build_from_config
+        from .models.registry import build_from_config
 
-        model = build_from_config(meta.get("model_config"), str(path))
+        model = build_from_config(meta.get("model_config"), str(path),
+                                  module=str(meta.get("model_class", "")).rpartition(".")[0] or None)
+        # a channel-pruned model is smaller than its constructor's: give the rebuilt layers the stored shapes
+        from .pruning.structured.shrink import resize_to_state_dict_
+
+        resize_to_state_dict_(model, {**raw, **effective})
     elif not isinstance(model, nn.Module):
-        from .errors import UnsupportedModuleError
-
         raise UnsupportedModuleError(f"io.load: model must be an nn.Module, got {type(model).__name__}")
 
     restore_act_quants_(model, meta.get("act_quant", {}), str(path))

@@ -23,7 +23,7 @@ class KillAt(TrainPlugin):
     def __init__(self, n):
         self.n = n
 
-    def on_step_end(self, trainer, step):
+    def on_step_end(self, model, step):
         if self.n and step == self.n:
             os._exit(17)
 

@@ -8,12 +8,12 @@ masked and fake-quantized weight).
 
 Storage formula (``bytes``), per layer, summed in bits and rounded up to whole bytes:
 
-* a *weight* tensor (one that takes part in MACs, or carries a quantization parametrization) with ``n`` elements,
-  ``k`` non-zeros and ``b`` bits costs ``min(n*b, k*b + index) + scales`` bits, where
-  ``index = min(n, k*ceil(log2(cols)) + (rows+1)*32)`` is the cheaper of a 1-bit-per-weight bitmap and CSR
-  (column index per non-zero + 32-bit row pointers, ``rows = shape[0]``, ``cols = numel/rows``);
-* ``scales``: when ``b < 32``, the tensors of the quantizer's ``export_state()`` (scales, offsets, breakpoints)
-  if the weight carries a quantization parametrization, otherwise one fp32 scale per output channel (``rows*32``);
+* a *weight* tensor (one that takes part in MACs, or carries a weight quantizer) costs what
+  :mod:`prunequant.core.cost` (the one storage cost model, shared with the artifact writer and the joint
+  optimiser) says: its values at the quantizer's code bits (PWLQ's region id included) in the cheapest of dense /
+  bitmap / CSR layout (``min(n*b, n + k*b, (rows+1)*bits_needed(k) + k*bits_needed(cols-1) + k*b)``), plus every
+  tensor of the quantizer's spec (scales, zero points, breakpoints, bias correction); a weight with only a bit
+  width (``prunequant_wbits`` < 32) pays one fp32 scale per output channel;
 * every other tensor (biases, norm parameters) is stored dense at 32 bits.
 
 ``bytes_dense`` is ``params * 4`` (fp32). Bit widths: a weight's parametrization ``bits`` attribute, else the
@@ -33,10 +33,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.rnn import PackedSequence
 
-from ..errors import ConfigError, LayerError, ShapeError, UnsupportedModuleError
-from . import macs as _macs
+from ..core import macs as _macs
+from ..core.chain import WeightChain
+from ..core.cost import csr_view_shape, tensor_storage_bits, weight_storage_bits
+from ..core.tracing import describe_input, trace_layers
+from ..errors import ConfigError, LayerError, ShapeError, StorageError, UnsupportedModuleError
+from ..storage import atomic_write_bytes
 
 __all__ = ["LayerStats", "Report", "report", "storage_bits"]
 
@@ -69,6 +72,9 @@ class Report:
     rows: list[LayerStats]
     torch_flop_counter_macs: int = 0
     notes: list[str] = field(default_factory=list)
+    # bytes of the compressed .pq file beyond the rows' tensors (buffers, activation quantizers, layout, header),
+    # measured by writing the file with prunequant.save: total.bytes is then the file's size
+    file_overhead_bytes: int = 0
 
     @property
     def total(self) -> LayerStats:
@@ -85,7 +91,8 @@ class Report:
             weight_bits=round(wb_num / params, 3) if params else 32,
             act_bits=round(ab_num / macs, 3) if macs else 32,
             macs=macs, effective_macs=sum(r.effective_macs for r in self.rows),
-            bytes_dense=sum(r.bytes_dense for r in self.rows), bytes=sum(r.bytes for r in self.rows))
+            bytes_dense=sum(r.bytes_dense for r in self.rows),
+            bytes=sum(r.bytes for r in self.rows) + self.file_overhead_bytes)
 
     @property
     def compression_ratio(self) -> float:
@@ -103,19 +110,19 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "input_shape": self.input_shape, "rows": [asdict(r) for r in self.rows],
                 "total": asdict(self.total), "compression_ratio": self.compression_ratio,
-                "torch_flop_counter_macs": self.torch_flop_counter_macs, "notes": self.notes}
+                "torch_flop_counter_macs": self.torch_flop_counter_macs, "notes": self.notes,
+                "file_overhead_bytes": self.file_overhead_bytes}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Report:
         return cls(model=d["model"], input_shape=d["input_shape"], rows=[LayerStats(**r) for r in d["rows"]],
-                   torch_flop_counter_macs=d.get("torch_flop_counter_macs", 0), notes=d.get("notes", []))
+                   torch_flop_counter_macs=d.get("torch_flop_counter_macs", 0), notes=d.get("notes", []),
+                   file_overhead_bytes=d.get("file_overhead_bytes", 0))
 
     def to_json(self, path: str | Path | None = None) -> str:
         """The report as JSON text; written to ``path`` too when given."""
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
-            from ..io import atomic_write_bytes
-
             atomic_write_bytes(path, text.encode())
         return text
 
@@ -129,8 +136,6 @@ class Report:
             w.writerow(asdict(r))
         text = buf.getvalue()
         if path is not None:
-            from ..io import atomic_write_bytes
-
             atomic_write_bytes(path, text.encode())
         return text
 
@@ -173,21 +178,14 @@ def _bits(b: float) -> str:
 
 # --------------------------------------------------------------------------------------------- storage
 def storage_bits(t: Tensor, bits: int, scale_bits: int | None = None) -> int:
-    """Bits to store weight ``t`` at ``bits`` per value with the cheaper of dense / bitmap / CSR layout.
+    """Bits to store weight ``t`` at ``bits`` per value in the cheapest of dense / bitmap / CSR layout
+    (:mod:`prunequant.core.cost`, the model the artifact writer uses too).
 
     ``scale_bits``: quantizer overhead; ``None`` means one fp32 scale per output channel when ``bits < 32``.
     """
-    n = t.numel()
-    if n == 0:
-        return 0
-    k = int(torch.count_nonzero(t))
-    rows = t.shape[0] if t.dim() > 1 else 1
-    cols = n // rows
-    csr = k * max(1, math.ceil(math.log2(cols))) + (rows + 1) * 32
-    values = min(n * bits, k * bits + min(n, csr))
     if scale_bits is None:
-        scale_bits = rows * 32 if bits < 32 else 0
-    return values + scale_bits
+        scale_bits = csr_view_shape(tuple(t.shape))[0] * 32 if bits < 32 else 0
+    return tensor_storage_bits(t, bits, scale_bits) if t.numel() else 0
 
 
 def _check_bits(bits: Any, where: str) -> int:
@@ -203,24 +201,17 @@ def _check_bits(bits: Any, where: str) -> int:
 def _quantizers(module: nn.Module, tname: str) -> list[nn.Module]:
     if not parametrize.is_parametrized(module, tname):
         return []
-    return [p for p in module.parametrizations[tname] if getattr(p, "bits", None) is not None]
+    q = WeightChain(module, tname).quantizer
+    return [] if q is None else [q]
 
 
-def _weight_bits(module: nn.Module, tname: str, where: str) -> tuple[int, int | None]:
-    """(bits, quantizer overhead bits or None = default per-channel scale) of weight ``module.<tname>``."""
+def _weight_bits(module: nn.Module, tname: str, where: str) -> int:
+    """Bit width of weight ``module.<tname>``: its quantizer's, else ``prunequant_wbits``, else 32."""
     qs = _quantizers(module, tname)
     if qs:
-        bits = min(_check_bits(q.bits, where) for q in qs)
-        overhead = 0
-        for q in qs:
-            if hasattr(q, "export_state"):
-                overhead += sum(v.numel() * v.element_size() * 8 for v in q.export_state().values()
-                                if isinstance(v, Tensor))
-            else:
-                return bits, None
-        return bits, overhead
+        return _check_bits(qs[0].bits, where)
     wb = getattr(module, "prunequant_wbits", None)
-    return (_check_bits(wb, where) if wb is not None else 32), None
+    return _check_bits(wb, where) if wb is not None else 32
 
 
 def _direct_tensors(module: nn.Module) -> list[str]:
@@ -232,78 +223,57 @@ def _direct_tensors(module: nn.Module) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- report
-def _split_input(example_input: Any) -> tuple[tuple, dict]:
-    if isinstance(example_input, (Tensor, PackedSequence)):
-        return (example_input,), {}
-    if isinstance(example_input, (tuple, list)) and example_input:
-        return tuple(example_input), {}
-    if isinstance(example_input, dict):
-        return (), dict(example_input)
-    raise ShapeError(f"example_input must be a Tensor, a non-empty tuple of positional inputs or a dict of keyword "
-                     f"inputs, got {type(example_input).__name__}")
-
-
-def _describe(example_input: Any) -> Any:
-    if isinstance(example_input, Tensor):
-        return list(example_input.shape)
-    if isinstance(example_input, PackedSequence):
-        return {"PackedSequence": list(example_input.data.shape)}
-    if isinstance(example_input, dict):
-        return {k: _describe(v) for k, v in example_input.items()}
-    if isinstance(example_input, (tuple, list)):
-        return [_describe(v) for v in example_input]
-    return type(example_input).__name__
-
-
 def _layers(model: nn.Module) -> dict[str, nn.Module]:
     """Modules of ``model`` excluding parametrization containers (they belong to the weight they transform)."""
     return {n: m for n, m in model.named_modules() if "parametrizations" not in n.split(".")}
 
 
-def report(model: nn.Module, example_input: Any) -> Report:
-    """Per-layer statistics of ``model`` for one forward of ``example_input`` (Tensor, tuple or kwargs dict).
+def report(model: nn.Module, example_input: Any, *, file_bytes: bool = True) -> Report:
+    """Per-layer statistics of ``model`` for one forward of ``example_input``.
 
-    Raises :class:`UnsupportedModuleError` for a non-Module, :class:`ShapeError` naming the model and the input
-    shape when the forward fails, :class:`LayerError` naming the layer for NaN/Inf weights.
+    One traced forward (:func:`prunequant.core.tracing.trace_layers`) gives each layer's weight uses, from which
+    dense MACs (every weight) and effective MACs (non-zero weights only) follow; weights are read through their
+    parametrizations (masked, fake-quantized); storage follows the formula in the module docstring.
+
+    Args:
+        model: any ``nn.Module`` (pruned, quantized, or plain).
+        example_input: a Tensor, a ``PackedSequence``, a tuple of positional inputs or a dict of keyword inputs;
+            MACs are for this input as given (batch included).
+        file_bytes: measure the compressed ``.pq`` file :func:`prunequant.save` writes (in a temporary folder), so
+            that ``total.bytes`` is its size: the rows' tensors as :mod:`prunequant.core.cost` counts them plus
+            ``file_overhead_bytes`` (buffers, activation quantizers, layout, header). ``False``: rows only.
+
+    Returns:
+        A :class:`Report` (``rows``, ``total``, ``to_json`` / ``to_csv``).
+
+    Raises:
+        UnsupportedModuleError: ``model`` is not a Module.
+        ShapeError: the input does not fit (message names the model and the input shape).
+        LayerError: a weight holds NaN/Inf (message names the layer).
+        ConfigError: a bit width out of range (names the layer).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> r = report(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2)), torch.zeros(1, 8))
+        >>> r.total.macs, r.row("0").params
+        (40, 36)
     """
     if not isinstance(model, nn.Module):
         raise UnsupportedModuleError(f"report() expects a torch.nn.Module, got {type(model).__name__}")
-    args, kwargs = _split_input(example_input)
-    shape = _describe(example_input)
     model_name = type(model).__name__
     layers = _layers(model)
-
     # out_proj of an attention block is applied functionally by its parent; the parent counts it.
     attn_children = {f"{n}.out_proj" if n else "out_proj" for n, m in layers.items()
                      if isinstance(m, nn.MultiheadAttention)}
+    trace = trace_layers(model, example_input, count_flops=True)
+    shape = describe_input(example_input)
+    fc = trace.flop_macs
     uses: dict[str, dict[tuple[str, tuple[int, int] | None], int]] = defaultdict(lambda: defaultdict(int))
-    act_macs: dict[str, int] = defaultdict(int)
-    handles = []
-
-    def make_hook(name: str):
-        def hook(module, a, kw, out):
-            cm = _macs.call_macs(module, a, kw, out)
-            for wu in cm.weights:
-                sub, _, tname = wu.tensor.rpartition(".")
-                owner = ".".join(p for p in (name, sub) if p)
-                uses[owner][(tname, wu.rows)] += wu.uses
-            act_macs[name] += cm.activation_macs
-        return hook
-
-    for name, m in layers.items():
-        if _macs.is_known(m) and name not in attn_children:
-            handles.append(m.register_forward_hook(make_hook(name), with_kwargs=True))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            fc = _macs.flop_counter_macs(model, lambda: model(*args, **kwargs))
-    except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as e:
-        raise ShapeError(f"{model_name}: example input of shape {shape} does not fit the model: {e}") from e
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    for (owner, tname), per_rows in trace.weight_uses().items():
+        for rows, n in per_rows.items():
+            uses[owner][(tname, rows)] += n
+    act_macs = {n: lt.activation_macs for n, lt in trace.layers.items()}
 
     known_roots = {n for n, m in layers.items() if _macs.is_known(m)}
 
@@ -333,8 +303,16 @@ def report(model: nn.Module, example_input: Any) -> Report:
             ref = fc.get("" if r.name == _ROOT else r.name, 0)
             if ref and ref != r.macs:
                 notes.append(f"layer '{r.name}': {r.macs} MACs here vs {ref} from torch.utils.flop_counter")
+    overhead = 0
+    if file_bytes:
+        try:  # the same code that writes the compressed file measures it
+            from ..export.pqfile import file_bytes as _file_bytes
+
+            overhead = _file_bytes(model) - sum(r.bytes for r in rows)
+        except (StorageError, UnsupportedModuleError, LayerError, ConfigError, ShapeError, NotImplementedError) as e:
+            notes.append(f"bytes: the .pq file size was not measured ({e}); rows only")
     return Report(model=model_name, input_shape=shape, rows=rows, torch_flop_counter_macs=fc.get("", 0),
-                  notes=notes)
+                  notes=notes, file_overhead_bytes=overhead)
 
 
 @torch.no_grad()
@@ -361,8 +339,9 @@ def _layer_row(name: str, m: nn.Module, tensors: list[str], uses: dict, extra_ma
     wbits: list[int] = []
     for t, v in values.items():
         if t in weight_names:
-            b, overhead = _weight_bits(m, t, f"{name}.{t}")
-            total_bits += storage_bits(v, b, overhead)
+            b = _weight_bits(m, t, f"{name}.{t}")
+            qs = _quantizers(m, t)
+            total_bits += weight_storage_bits(v, qs[0] if qs else None, bits=b if b < 32 else None)
             wbits.append(b)
         else:
             total_bits += v.numel() * 32

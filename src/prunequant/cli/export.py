@@ -17,64 +17,37 @@ from pathlib import Path
 import typer
 
 
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError as e:
-        raise typer.BadParameter(f"--input-shape must be comma-separated integers, got {text!r}") from e
-    if not shape or min(shape) < 1:
-        raise typer.BadParameter(f"--input-shape must be positive integers, got {text!r}")
-    return shape
-
-
-def _load(model: str, sparsity: float, wbits: int | None, scheme: str, seed: int, input_shape: tuple[int, ...]):
-    """``(compressed_model, dense_fp32_model_or_None, example_input)``."""
+def _load(model: str, sparsity: float, wbits: int | None, scheme: str, seed: int, input_shape: str):
+    """``(compressed_model, dense_fp32_model_or_None, example_input)``; all arguments checked first."""
     import copy
 
     import torch
 
-    from ..errors import ConfigError, StorageError
-    from ..models import MODEL_REGISTRY
+    from ..errors import ConfigError
+    from ..pruning import MagnitudeConfig
+    from ..quantization import PWLQConfig
+    from ..workflow import build_model_from, check_model_source
+    from . import common
 
-    path = Path(model)
-    dense = None
-    if path.exists():
-        from ..io import read_metadata
+    shape = common.parse_shape(input_shape)
+    prune_cfg = MagnitudeConfig(sparsity=sparsity, scope="uniform") if sparsity else None
+    # bias correction adds a per-channel shift that would turn pruned zeros non-zero
+    quant_cfg = PWLQConfig(wbits=wbits, abits=None, scheme=scheme, bias_correction=not sparsity) \
+        if wbits is not None else None
+    if scheme not in ("pwlq", "uniform"):
+        raise ConfigError(f"--scheme must be pwlq or uniform, got {scheme!r}")
+    source = check_model_source(model)
+    m = build_model_from(source, seed=seed)
+    dense = copy.deepcopy(m).eval() if source.kind == "reference" else None
+    x = torch.rand(*shape)
+    if prune_cfg is not None:
+        from ..api import prune_
 
-        kind = read_metadata(path).get("kind")
-        if kind == "pq-artifact":
-            from ..export import load_compressed
-
-            m = load_compressed(path)
-        elif kind == "model":
-            from ..io import load
-
-            m = load(path)
-        else:
-            raise StorageError(f"{path}: not a prunequant model file or artifact (kind {kind!r})")
-    elif model in MODEL_REGISTRY or model in ("digits_cnn", "mlp", "resnet_small", "mobilenet_small"):
-        from ..models import train_reference
-
-        m, _ = train_reference(model, seed=seed)
-        dense = copy.deepcopy(m).eval()
-    else:
-        raise ConfigError(f"MODEL must be a model file, a .pq artifact or a reference model name; got {model!r}")
-    m.eval()
-    x = torch.rand(*input_shape)
-    if sparsity:
-        from ..pruning.base import apply_mask_, prunable_modules
-
-        for name, mod, pname in prunable_modules(m):
-            w = getattr(mod, pname).detach()
-            k = max(1, int(sparsity * w.numel()))
-            apply_mask_(mod, pname, w.abs() > w.abs().flatten().kthvalue(k).values, layer_name=name)
-    if wbits is not None:
+        prune_(m, prune_cfg)
+    if quant_cfg is not None:
         from ..api import quantize_
-        from ..quantization import PWLQConfig
 
-        # bias correction adds a per-channel shift that would turn pruned zeros non-zero
-        quantize_(m, PWLQConfig(wbits=wbits, abits=None, scheme=scheme, lloyd_max=False,
-                                bias_correction=not sparsity))
+        quantize_(m, quant_cfg)
     return m.eval(), dense, x
 
 
@@ -88,33 +61,27 @@ def export(model: str = typer.Argument(..., help="Model file, .pq artifact, or r
            seed: int = typer.Option(0, help="Seed for training a reference model."),
            input_shape: str = typer.Option("1,1,8,8", help="Example input shape (ONNX tracing).")) -> None:
     """Write MODEL as a packed artifact (bit-packed codes, sparse indices) or as ONNX (QDQ), and print its size."""
-    from rich.console import Console
-    from rich.table import Table
-
     from ..export import export as export_pq
     from ..export import export_onnx
+    from ..viz.tables import print_table
 
     if format not in ("pq", "onnx"):
-        raise typer.BadParameter("--format must be pq or onnx")
-    m, _, x = _load(model, sparsity, wbits, scheme, seed, _shape(input_shape))
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--format must be pq or onnx, got {format!r}")
+    m, _, x = _load(model, sparsity, wbits, scheme, seed, input_shape)
     out = Path(out) if out else Path(Path(model).stem + (".pq" if format == "pq" else ".onnx"))
-    console = Console()
     if format == "onnx":
         info = export_onnx(m, out, x, pwlq=pwlq)
-        console.print(f"wrote {out}: {info['bytes']} bytes; onnxruntime max rel err {info['rel_err']:.2g}; "
+        print(f"wrote {out}: {info['bytes']} bytes; onnxruntime max rel err {info['rel_err']:.2g}; "
                       f"nodes {info['nodes']}")
         print(json.dumps({"path": str(out), **{k: v for k, v in info.items() if k != "path"}}))
         return
     res = export_pq(m, out)
-    table = Table(title=f"{out}")
-    for col in ("tensor", "kind", "format", "bits", "nnz/numel", "bytes", "fp32 bytes"):
-        table.add_column(col)
-    for e in res.entries:
-        if e.kind != "r":
-            table.add_row(e.name, e.kind, e.format, str(e.bits), f"{e.nnz}/{e.numel}", str(e.nbytes),
-                          str(e.fp32_nbytes))
-    console.print(table)
-    console.print(f"file {res.file_bytes} B = {res.size_ratio:.3f} x fp32 ({res.fp32_bytes} B); "
+    print_table([{"tensor": e.name, "kind": e.kind, "format": e.format, "bits": e.bits,
+                  "nnz/numel": f"{e.nnz}/{e.numel}", "bytes": e.nbytes, "fp32 bytes": e.fp32_nbytes}
+                 for e in res.entries if e.kind not in ("r", "raw")], title=str(out))
+    print(f"file {res.file_bytes} B = {res.size_ratio:.3f} x fp32 ({res.fp32_bytes} B); "
                   f"{100 * res.overhead:.1f}% over the exact bit count of the stored streams")
     print(json.dumps({"path": str(out), "file_bytes": res.file_bytes, "fp32_bytes": res.fp32_bytes,
                       "size_ratio": res.size_ratio, "overhead": res.overhead}))
@@ -135,23 +102,17 @@ def bench(model: str = typer.Argument(..., help="Model file, .pq artifact, or re
     import time
 
     import torch
-    from rich.console import Console
-    from rich.table import Table
 
     from ..export import export as export_pq
     from ..export import optimize
     from ..export.plain import baked_copy
 
     torch.set_num_threads(threads)
-    m, dense, x1 = _load(model, sparsity, wbits, scheme, seed, _shape(input_shape))
+    m, dense, x1 = _load(model, sparsity, wbits, scheme, seed, input_shape)
     if dense is None:  # a file: the dense baseline is the same weights as plain fp32 layers
         dense = baked_copy(m)
     with tempfile.TemporaryDirectory() as d:
         res = export_pq(m, Path(d) / "m.pq")
-    console = Console()
-    table = Table(title=f"{model}: latency (median of {repeats}, {threads} thread(s)) and size")
-    for col in ("batch", "dense fp32 ms", "fast ms", "speedup", "paths"):
-        table.add_column(col)
     rows = []
     for b in [int(v) for v in batch.split(",")]:
         x = x1.expand(b, *x1.shape[1:]).contiguous()
@@ -169,9 +130,12 @@ def bench(model: str = typer.Argument(..., help="Model file, .pq artifact, or re
         paths = {}
         for c in choices:
             paths[c.path] = paths.get(c.path, 0) + 1
-        table.add_row(str(b), f"{td:.4f}", f"{tf:.4f}", f"{td / tf:.2f}x", json.dumps(paths))
         rows.append({"batch": b, "dense_ms": td, "fast_ms": tf, "speedup": td / tf, "paths": paths})
-    console.print(table)
-    console.print(f"artifact {res.file_bytes} B = {res.size_ratio:.3f} x fp32 ({res.fp32_bytes} B)")
+    from ..viz.tables import print_table
+
+    print_table([{"batch": r["batch"], "dense fp32 ms": f"{r['dense_ms']:.4f}", "fast ms": f"{r['fast_ms']:.4f}",
+                  "speedup": f"{r['speedup']:.2f}x", "paths": json.dumps(r["paths"])} for r in rows],
+                title=f"{model}: latency (median of {repeats}, {threads} thread(s)) and size")
+    print(f"artifact {res.file_bytes} B = {res.size_ratio:.3f} x fp32 ({res.fp32_bytes} B)")
     print(json.dumps({"model": model, "rows": rows, "artifact_bytes": res.file_bytes, "fp32_bytes": res.fp32_bytes,
                       "size_ratio": res.size_ratio}))

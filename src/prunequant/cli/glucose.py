@@ -1,20 +1,22 @@
-"""``prunequant glucose simulate|train|evaluate|compress``: the NIR glucose app (see docs/glucose.md).
+"""``prunequant glucose simulate|train|evaluate|compress``: the glucose app (see docs/glucose.md).
 
-Data come from a recordings folder (``train.csv`` [``val.csv`` ``test.csv``], written by ``simulate`` or by you in
-the same format) or from the real fermentation spectra (``--fermentation``).
+Data: a recordings folder (``train.csv`` [``val.csv`` ``test.csv``], written by ``simulate`` or by you in the same
+format), the real fermentation spectra (``--fermentation``), or a CGM record (``--cgm bokeh`` for the real record of
+``bokeh-sampledata``, or ``--cgm FILE.csv`` with columns ``datetime,isig,glucose``). This module only parses and
+prints; the work is in :mod:`prunequant.apps.glucose.workflows`.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import typer
 
-glucose = typer.Typer(name="glucose", help="Blood glucose from NIR data: two stacked LSTMs, simulator, PLS "
-                                           "baseline, clinical metrics, compression.", no_args_is_help=True)
+glucose = typer.Typer(name="glucose", help="Blood glucose from sensor data: two stacked LSTMs, real CGM record, NIR "
+                                           "simulators, PLS / calibration baselines, clinical metrics, compression.",
+                      no_args_is_help=True)
 
 _DATA_HELP = "Recordings folder with train.csv [val.csv test.csv] (e.g. from `glucose simulate`)."
+_CGM_HELP = "CGM record: 'bokeh' (the real record of bokeh-sampledata) or a CSV with datetime,isig,glucose."
 
 
 def _fail(console, e: Exception) -> None:
@@ -22,7 +24,7 @@ def _fail(console, e: Exception) -> None:
     raise typer.Exit(1) from e
 
 
-def _metrics_table(console, title: str, rows: dict[str, Any], unit: str) -> None:
+def _metrics_table(console, title: str, rows: dict, unit: str) -> None:
     from rich.table import Table
 
     t = Table(title=title)
@@ -39,49 +41,10 @@ def _metrics_table(console, title: str, rows: dict[str, Any], unit: str) -> None
     console.print(t)
 
 
-def _inputs(model, meta: dict, data: Path | None, fermentation: bool, split: str):
-    """(x, y, clinical, unit, time_h) for ``split`` of the chosen data source, shaped for ``model``."""
-    import numpy as np
+def _errors():
+    from ..errors import PrunequantError
 
-    from ..apps.glucose.data import fermentation_set, read_recordings_dir, recordings_inputs
-
-    if fermentation:
-        d = fermentation_set(tuple(meta.get("region", (950.0, 1550.0))))
-        x, y = (d.x_train, d.y_train) if split == "train" else (d.x_test, d.y_test)
-        if x.shape[1] != model.length:
-            raise typer.BadParameter(f"the model reads {model.length} points, the fermentation region has "
-                                     f"{x.shape[1]}")
-        t = None if split == "train" else d.test_time_h
-        return x[..., None], y, False, "g/L", t
-    if data is None:
-        raise typer.BadParameter("give --data FOLDER or --fermentation")
-    recs = read_recordings_dir(data)
-    if split not in recs:
-        raise typer.BadParameter(f"{data} has no {split}.csv")
-    rec = recs[split]
-    x, y, rows = recordings_inputs(rec, model.mode, int(meta.get("window", 1)))
-    if y is None:
-        raise typer.BadParameter(f"{data / (split + '.csv')} has no 'glucose' reference column")
-    t = rec.time_min[rows] / 60.0 if rec.time_min is not None else np.arange(len(y)) * 5.0 / 60.0
-    if rec.subject is not None:  # time plot: the first subject only
-        first = rec.subject[rows] == rec.subject[rows][0]
-        t = np.where(first, t, np.nan)
-    return x, y, True, "mg/dL", t
-
-
-def _plots(out: Path, name: str, y, p, clinical: bool, unit: str, time_h) -> list[Path]:
-    import numpy as np
-
-    from ..apps.glucose.plots import plot_clarke, plot_parkes, plot_time_series
-
-    files = []
-    if clinical:
-        files += [plot_clarke(y, p, out / f"{name}_clarke.png"), plot_parkes(y, p, out / f"{name}_parkes.png")]
-    if time_h is not None:
-        ok = np.isfinite(time_h)
-        files.append(plot_time_series(time_h[ok], y[ok], p[ok], out / f"{name}_time.png", unit,
-                                      f"{name}: predicted vs reference"))
-    return files
+    return (PrunequantError, typer.BadParameter)
 
 
 @glucose.command()
@@ -99,40 +62,17 @@ def simulate(
 ) -> None:
     """Simulate NIR recordings (Beer-Lambert tissue model + physiological glucose traces, a SIMULATION) and
     write OUT/train.csv, val.csv, test.csv in the recordings format, plus spectra.png and traces.png."""
-    import numpy as np
     from rich.console import Console
 
-    from ..apps.glucose.data import write_recordings_csv
-    from ..apps.glucose.plots import plot_spectra, plot_traces
-    from ..apps.glucose.simulate import SimulatorConfig, simulate_cohort
-    from ..errors import PrunequantError
+    from ..apps.glucose.workflows import simulate_recordings
 
     console = Console()
     try:
-        cfgs = {"train": SimulatorConfig(grid=grid, wl_step=wl_step, noise_au=noise, days=days),
-                "test": SimulatorConfig(grid=grid, wl_step=wl_step, noise_au=noise, days=test_days)}
-        cfgs["val"] = cfgs["train"]
-        ids = {"train": range(train), "val": range(train, train + val),
-               "test": range(100_000, 100_000 + test)}
-        cohorts = {}
-        for name in ("train", "val", "test"):
-            if len(ids[name]) == 0:
-                continue
-            c = simulate_cohort(ids[name], cfgs[name], seed, progress=True)
-            cohorts[name] = c
-            s, t, ch = c.absorbance.shape
-            write_recordings_csv(out / f"{name}.csv", c.wavelengths, c.absorbance.reshape(s * t, ch),
-                                 y=c.glucose.reshape(-1), subject=np.repeat(c.subject_ids, t),
-                                 time_min=np.tile(c.time_min, s))
-            console.print(f"{name}: {s} subjects x {t} readings x {ch} channels, glucose "
-                          f"{c.glucose.min():.0f}-{c.glucose.max():.0f} mg/dL -> {out / (name + '.csv')}")
-    except PrunequantError as e:
+        res = simulate_recordings(out, train, val, test, days, test_days, grid, wl_step, noise, seed, progress=True)
+    except _errors() as e:
         _fail(console, e)
-    c = cohorts["train"]
-    plot_spectra(c.wavelengths, c.absorbance[0], out / "spectra.png", color_by=c.glucose[0],
-                 title="simulated absorbance, subject 0 (colour: blood glucose mg/dL)")
-    plot_traces(c.time_min / 60.0, c.glucose, out / "traces.png", isf=c.isf_glucose)
-    (out / "simulator.json").write_text(json.dumps(cfgs["train"].to_dict(), indent=2, default=list))
+    for line in res.summaries:
+        console.print(line)
     console.print(f"wrote {out}/spectra.png, {out}/traces.png, {out}/simulator.json")
 
 
@@ -140,103 +80,47 @@ def simulate(
 def train_cmd(
     data: Path | None = typer.Option(None, "--data", help=_DATA_HELP),  # noqa: B008
     fermentation: bool = typer.Option(False, "--fermentation", help="Train on the real fermentation standards."),
-    window: int = typer.Option(6, help="Readings per input window (time-series mode)."),
-    hidden1: int = typer.Option(48, help="Hidden size of the first LSTM."),
-    hidden2: int = typer.Option(24, help="Hidden size of the second LSTM."),
-    project: int = typer.Option(24, help="PCA-initialised input layer width (time-series mode; 0 = none)."),
-    snv: bool = typer.Option(True, "--snv/--no-snv", help="SNV across channels (time-series mode)."),
-    epochs: int = typer.Option(0, help="Epochs (0 = the recipe's: 10 recordings, 30 fermentation)."),
+    cgm: str | None = typer.Option(None, "--cgm", help=_CGM_HELP),
+    window: int = typer.Option(0, help="Readings per input window (0 = 6 for recordings, 12 for a CGM record)."),
+    hidden1: int = typer.Option(0, help="Hidden size of the first LSTM (0 = 48 recordings, 32 CGM)."),
+    hidden2: int = typer.Option(0, help="Hidden size of the second LSTM (0 = 24 recordings, 16 CGM)."),
+    project: int = typer.Option(24, help="PCA-initialised input layer width (recordings; 0 = none)."),
+    snv: bool = typer.Option(True, "--snv/--no-snv", help="SNV across channels (recordings)."),
+    refs_per_day: str = typer.Option("7,12,18,22", help="CGM: clock hours of the reference points (finger sticks)."),
+    epochs: int = typer.Option(0, help="Epochs (0 = the recipe's: 10 recordings, 30 fermentation, 5 CGM)."),
     lr: float = typer.Option(3e-3, help="Learning rate."),
     seed: int = typer.Option(0, help="Seed."),
     out: Path = typer.Option("glucose_model", "--out", help="Folder for model.safetensors, metrics, plots."),  # noqa: B008
 ) -> None:
-    """Train the two-LSTM model (time-series mode on recordings, spectrum mode on fermentation spectra) with the
-    shared Trainer; compare with PLS on the same inputs; save OUT/model.safetensors, metrics.json and plots."""
-    import numpy as np
-    import torch
+    """Train the two-LSTM model with its baselines in the same run (PLS on recordings and fermentation; linear
+    calibration and ridge on a CGM record); save OUT/model.safetensors, metrics.json and plots."""
     from rich.console import Console
 
-    from ..apps.glucose import experiments as ex
-    from ..apps.glucose.data import read_recordings_dir, recordings_inputs
-    from ..apps.glucose.metrics import evaluate_predictions
-    from ..apps.glucose.model import GlucoseLSTM
-    from ..apps.glucose.pipeline import TrainSettings, fit_glucose, predict, size_report
-    from ..apps.glucose.pls import PLSBaseline
-    from ..apps.glucose.preprocess import SpectralPreprocessing
-    from ..errors import PrunequantError
-    from ..io import save
+    from ..apps.glucose import workflows as wf
 
     console = Console()
-    results: dict[str, Any] = {}
     try:
+        if sum([data is not None, fermentation, cgm is not None]) != 1:
+            raise typer.BadParameter("give exactly one of --data FOLDER, --fermentation, --cgm bokeh|FILE")
         if fermentation:
-            r = ex.FermentationRecipe()
-            if epochs:
-                r.train.epochs = epochs
-            r.train.lr, r.seed = lr, seed
-            res = ex.run_fermentation(r, out=None, console=console, progress=True, compress=False)
-            model = res["model"]
-            meta = {"app": "glucose", "source": "fermentation", "mode": "spectrum", "region": list(r.region),
-                    "unit": "g/L", "clinical": False}
-            results = {row["model"]: row for row in res["rows"] if row["model"] in ("pls", "pls_augmented", "lstm")}
+            res = wf.train_fermentation(out, epochs=epochs, lr=lr, seed=seed, progress=True)
+        elif cgm is not None:
+            hours = tuple(float(h) for h in refs_per_day.split(",") if h.strip())
+            res = wf.train_cgm(cgm, out, window=window or 12, hours=hours, hidden1=hidden1 or 32,
+                               hidden2=hidden2 or 16, epochs=epochs or 5, lr=lr, seed=seed, progress=True)
         else:
-            if data is None:
-                raise typer.BadParameter("give --data FOLDER or --fermentation")
-            recs = read_recordings_dir(data)
-            xtr, ytr, _ = recordings_inputs(recs["train"], "timeseries", window)
-            if ytr is None:
-                raise typer.BadParameter(f"{data}/train.csv has no 'glucose' column")
-            xva = yva = None
-            if "val" in recs:
-                xva, yva, _ = recordings_inputs(recs["val"], "timeseries", window)
-            torch.manual_seed(seed)
-            model = GlucoseLSTM("timeseries", in_channels=xtr.shape[-1], hidden1=hidden1, hidden2=hidden2,
-                                project=min(project, xtr.shape[-1]), snv=snv)
-            fit_glucose(model, xtr, ytr, xva, yva, TrainSettings(epochs=epochs or 10, lr=lr, seed=seed))
-            meta = {"app": "glucose", "source": str(data), "mode": "timeseries", "window": window,
-                    "wavelengths": recs["train"].wavelengths.tolist(), "unit": "mg/dL", "clinical": True}
-            if "test" in recs:
-                xte, yte, rows = recordings_inputs(recs["test"], "timeseries", window)
-                p = predict(model, xte)
-                m = evaluate_predictions(yte, p)
-                subj = recs["train"].subject
-                groups = None
-                if subj is not None:
-                    _, _, rtr = recordings_inputs(recs["train"], "timeseries", window)
-                    groups = subj[rtr]
-                pls = PLSBaseline(SpectralPreprocessing(snv=snv), 60).fit(xtr[::3], ytr[::3],
-                                                                         None if groups is None else groups[::3])
-                pm = evaluate_predictions(yte, pls.predict(xte))
-                _metrics_table(console, "held-out test recordings", {"LSTM": m, f"PLS ({pls.n_components})": pm},
-                               "mg/dL")
-                results = {"lstm": m.to_dict(), "pls": {**pm.to_dict(), "n_components": pls.n_components}}
-                tr = recs["test"].time_min
-                t_h = tr[rows] / 60.0 if tr is not None else np.arange(len(yte)) * 5 / 60
-                if recs["test"].subject is not None:
-                    s = recs["test"].subject[rows]
-                    t_h = np.where(s == s[0], t_h, np.nan)
-                _plots(out, "test", yte, p, True, "mg/dL", t_h)
-        size = size_report(model, model.example_input(steps=int(meta.get("window", 1))))
-        console.print(f"model: {size['params']:,} parameters, {size['bytes']:,} bytes, {size['macs']:,} MACs "
-                      f"per prediction")
-    except PrunequantError as e:
+            res = wf.train_from_recordings(data, out, window=window or 6, hidden1=hidden1 or 48,
+                                           hidden2=hidden2 or 24, project=project, snv=snv, epochs=epochs or 10,
+                                           lr=lr, seed=seed, progress=True)
+    except (*_errors(), ValueError) as e:
         _fail(console, e)
-    out.mkdir(parents=True, exist_ok=True)
-    save(model, out / "model.safetensors", metadata=meta)
-    (out / "metrics.json").write_text(json.dumps({"metrics": results, "size": size, "meta": meta}, indent=2,
-                                                 default=float))
+    unit = res.meta.get("unit", "mg/dL")
+    if res.evaluations:
+        _metrics_table(console, "held-out test data (model and baselines, same run)",
+                       {("LSTM" if k == "lstm" else k): v.metrics for k, v in res.evaluations.items()}, unit)
+    s = res.size
+    console.print(f"model: {s['params']:,} parameters, {s['bytes']:,} bytes, {s['macs']:,} MACs per prediction")
     console.print(f"wrote {out}/model.safetensors, {out}/metrics.json and plots")
-
-
-def _load(path: Path):
-    from ..apps.glucose.model import GlucoseLSTM
-    from ..io import load
-
-    model = load(path)
-    if not isinstance(model, GlucoseLSTM):
-        raise typer.BadParameter(f"{path} holds a {type(model).__name__}, not a glucose model")
-    meta = dict(getattr(model, "prunequant_metadata", {}) or {})
-    return model, meta
 
 
 @glucose.command()
@@ -244,29 +128,22 @@ def evaluate(
     model_path: Path = typer.Argument(..., help="model.safetensors from `glucose train` or `glucose compress`."),  # noqa: B008
     data: Path | None = typer.Option(None, "--data", help=_DATA_HELP + " Uses test.csv."),  # noqa: B008
     fermentation: bool = typer.Option(False, "--fermentation", help="Evaluate on the fermentation test points."),
+    cgm: str | None = typer.Option(None, "--cgm", help=_CGM_HELP + " Uses the later (test) weeks."),
     out: Path = typer.Option("glucose_eval", "--out", help="Folder for metrics.json and plots."),  # noqa: B008
 ) -> None:
-    """Metrics (RMSE, MAE, MARD, R², Clarke, Parkes, ISO 15197) and plots of a saved model on test data."""
+    """Metrics (RMSE, MAE, MARD, R², Clarke, Parkes, ISO 15197) and plots (Clarke, Parkes, time series) of a saved
+    model on test data."""
     from rich.console import Console
 
-    from ..apps.glucose.metrics import evaluate_predictions
-    from ..apps.glucose.pipeline import predict
-    from ..errors import PrunequantError
+    from ..apps.glucose.workflows import evaluate_saved
 
     console = Console()
     try:
-        model, meta = _load(model_path)
-        fermentation = fermentation or meta.get("source") == "fermentation" and data is None
-        x, y, clinical, unit, t_h = _inputs(model, meta, data, fermentation, "test")
-        p = predict(model, x)
-        m = evaluate_predictions(y, p, clinical=clinical)
-    except PrunequantError as e:
+        ev = evaluate_saved(model_path, data, fermentation, cgm, out)
+    except _errors() as e:
         _fail(console, e)
-    _metrics_table(console, f"{model_path}", {"test": m}, unit)
-    out.mkdir(parents=True, exist_ok=True)
-    files = _plots(out, "test", y, p, clinical, unit, t_h)
-    (out / "metrics.json").write_text(json.dumps(m.to_dict(), indent=2, default=float))
-    console.print(f"wrote {out}/metrics.json" + "".join(f", {f}" for f in files))
+    _metrics_table(console, f"{model_path}", {"test": ev.metrics}, ev.unit)
+    console.print(f"wrote {out}/metrics.json" + "".join(f", {f}" for f in ev.plots))
 
 
 @glucose.command()
@@ -274,69 +151,35 @@ def compress(
     model_path: Path = typer.Argument(..., help="model.safetensors from `glucose train`."),  # noqa: B008
     data: Path | None = typer.Option(None, "--data", help=_DATA_HELP),  # noqa: B008
     fermentation: bool = typer.Option(False, "--fermentation", help="Use the fermentation data."),
+    cgm: str | None = typer.Option(None, "--cgm", help=_CGM_HELP),
     sparsity: float = typer.Option(0.85, help="Target sparsity of the analytic-threshold pruning (LSTMs)."),
     prune_epochs: int = typer.Option(8, help="Epochs learning the thresholds."),
     finetune_epochs: int = typer.Option(8, help="Epochs with the hard mask fixed."),
     wbits: int = typer.Option(4, help="PWLQ weight bits of the LSTMs and head."),
-    abits: int = typer.Option(0, help="Activation bits (0 = weights only; a model with activation quantizers "
-                                      "cannot be reloaded by `glucose evaluate` yet)."),
     input_bits: int = typer.Option(14, help="Bits of the PCA input layer (it cancels large nuisances)."),
     seed: int = typer.Option(0, help="Seed."),
     out: Path = typer.Option("glucose_compressed", "--out", help="Folder for the model, report and plots."),  # noqa: B008
 ) -> None:
-    """Prune (analytic threshold, fine-tuned) and quantize (PWLQ) a trained glucose model; print size, MACs per
-    prediction and metrics before/after; save OUT/model.safetensors, report.json and plots."""
-    from dataclasses import asdict
-
+    """Prune (analytic threshold, fine-tuned) and quantize (PWLQ) a trained glucose model; save it, reload it and
+    evaluate from the file; print size, MACs per prediction and metrics before/after."""
     from rich.console import Console
 
-    from ..analysis import report
-    from ..apps.glucose.data import SpectralAugmentation
-    from ..apps.glucose.metrics import evaluate_predictions
-    from ..apps.glucose.pipeline import (
-        CompressSettings,
-        TrainSettings,
-        compress_glucose,
-        predict,
-        size_report,
-    )
-    from ..errors import PrunequantError
-    from ..io import save
+    from ..apps.glucose.pipeline import CompressSettings
+    from ..apps.glucose.workflows import compress_saved, load_glucose_model
 
     console = Console()
     try:
-        model, meta = _load(model_path)
-        fermentation = fermentation or meta.get("source") == "fermentation" and data is None
-        xtr, ytr, clinical, unit, _ = _inputs(model, meta, data, fermentation, "train")
-        xva = yva = None
-        if fermentation:
-            xa, ya = SpectralAugmentation(seed=seed)(xtr[..., 0], ytr)
-            xtr, ytr = xa[..., None], ya
-        elif data is not None and (data / "val.csv").exists():
-            xva, yva, *_ = _inputs(model, meta, data, False, "val")
-        x, y, clinical, unit, t_h = _inputs(model, meta, data, fermentation, "test")
+        model, _ = load_glucose_model(model_path)
         cs = CompressSettings(sparsity=sparsity, prune_epochs=prune_epochs, finetune_epochs=finetune_epochs,
-                              wbits=wbits, abits=abits or None, input_bits=input_bits,
+                              wbits=wbits, input_bits=input_bits,
                               exclude=("head", "proj") if model.proj is not None else ("head",))
-        before = evaluate_predictions(y, predict(model, x), clinical=clinical)
-        example = model.example_input(steps=int(meta.get("window", 1)))
-        size0 = size_report(model, example)
-        small, outcome = compress_glucose(model, xtr, ytr, xva, yva, cs, TrainSettings(seed=seed))
-        p = predict(small, x)
-        after = evaluate_predictions(y, p, clinical=clinical)
-        size1 = size_report(small, example)
-    except PrunequantError as e:
+        res = compress_saved(model_path, data, fermentation, cgm, cs, seed, out, progress=True)
+    except _errors() as e:
         _fail(console, e)
-    rep = report(small, example)
-    rep.print(console)
-    _metrics_table(console, "test set before / after compression", {"fp32": before, "compressed": after}, unit)
-    console.print(f"size {size0['bytes']:,} -> {size1['bytes']:,} bytes ({size0['bytes'] / size1['bytes']:.1f}x), "
-                  f"MACs per prediction {size0['macs']:,} -> {size1['effective_macs']:,} effective")
-    out.mkdir(parents=True, exist_ok=True)
-    _plots(out, "compressed", y, p, clinical, unit, t_h)
-    rep.to_json(out / "report.json")
-    save(small, out / "model.safetensors", metadata={**meta, "compression": asdict(cs)})
-    summary = {"before": before.to_dict(), "after": after.to_dict(), "size_before": size0, "size_after": size1,
-               "sparsity": outcome.prune.sparsity}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    res.report.print(console)
+    _metrics_table(console, "test set before / after compression (after: evaluated from the saved file)",
+                   {"fp32": res.before.metrics, "compressed": res.after.metrics}, res.after.unit)
+    s0, s1 = res.size_before, res.size_after
+    console.print(f"size {s0['bytes']:,} -> {s1['bytes']:,} bytes ({s0['bytes'] / s1['bytes']:.1f}x), "
+                  f"MACs per prediction {s0['macs']:,} -> {s1['effective_macs']:,} effective")
     console.print(f"wrote {out}/model.safetensors, report.json, summary.json and plots")

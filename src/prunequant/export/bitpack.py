@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.cost import bits_needed  # the one definition, shared with the storage cost model
 from ..errors import ConfigError, ShapeError
 
 __all__ = ["MAX_BITS", "bits_needed", "code_offset", "pack_bits", "packed_nbytes", "unpack_bits"]
@@ -32,13 +33,6 @@ def _check_bits(bits: int) -> int:
 def packed_nbytes(n: int, bits: int) -> int:
     """Bytes that ``n`` values take at ``bits`` bits each: ``ceil(n * bits / 8)``."""
     return (int(n) * _check_bits(bits) + 7) // 8
-
-
-def bits_needed(max_value: int) -> int:
-    """Smallest width (>= 1) that holds every integer in ``[0, max_value]``."""
-    if max_value < 0:
-        raise ConfigError(f"bits_needed: max_value must be >= 0, got {max_value}")
-    return max(1, int(max_value).bit_length())
 
 
 def code_offset(bits: int, signed: bool) -> int:

@@ -8,7 +8,7 @@ How each compressed tensor is written:
 * **PWLQ weights**, ``pwlq="dequantized"`` (default): the dequantized fp32 weight is stored, bit-identical to the
   fake-quant weight. Every runtime accepts it; the file is fp32-sized.
 * **PWLQ weights**, ``pwlq="qdq"``: ``W = sum_b DequantizeLinear(codes_b, scale_b)`` over the 2R-1 int8 branches of
-  :func:`~prunequant.export.fast_paths.pwlq_branches` (per region ``sign*k`` scaled by its step, plus the sign of
+  :func:`~prunequant.export.kernels.pwlq_int8.int8_branches` (per region ``sign*k`` scaled by its step, plus the sign of
   the outer regions scaled by their lower bound p_r), summed with ``Add`` before the Conv/Gemm. This is the
   paper's accumulator split; int8-sized but 2R-1 times the int8 weight count.
 * **pruned weights**: stored dense (ONNX has no sparse-weight execution in onnxruntime's CPU provider); zeros are
@@ -18,9 +18,9 @@ How each compressed tensor is written:
 
 The graph comes from the TorchScript exporter (``dynamo=False``); afterwards every ``QuantizeLinear`` on a constant
 weight is folded into the integer initializer it would produce (:func:`_fold_weight_quantize`), so the file holds
-int8/uint8 codes and only ``DequantizeLinear`` runs on weights. :func:`check_onnx` runs the file in onnxruntime and compares with
-the PyTorch model: tolerance ``max|y_ort - y_torch| <= rtol * max|y_torch| + atol`` with defaults rtol = 1e-4,
-atol = 1e-5 (float summation order; an activation code that lands on a rounding tie can flip one step, which the
+int8/uint8 codes and only ``DequantizeLinear`` runs on weights. :func:`check_onnx` runs the file in onnxruntime
+and compares with the PyTorch model: tolerance ``max|y_ort - y_torch| <= rtol * max|y_torch| + atol`` with
+defaults rtol = 1e-4, atol = 1e-5 (float summation order; an activation code that lands on a rounding tie can flip one step, which the
 tolerance absorbs on our models - measured errors are reported by the tests and benchmark).
 """
 from __future__ import annotations
@@ -30,9 +30,11 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
+from ..core.chain import WeightChain
+from ..core.targets import set_submodule
 from ..errors import ConfigError, LayerError, StorageError, UnsupportedModuleError
+from .kernels.pwlq_int8 import int8_branches
 
 __all__ = ["PWLQ_MODES", "check_onnx", "export_onnx", "onnx_node_counts"]
 
@@ -107,48 +109,26 @@ class _QDQAct(nn.Module):
 
 
 def _qdq_weight(module: nn.Module, pwlq_mode: str) -> _QDQWeight | None:
-    """The QDQ weight for a quantized Linear/Conv2d, or None to keep the dequantized fp32 weight."""
-    from ..quantization.base import WeightFakeQuant
-    from ..quantization.pwlq import PWLQWeightQuant
-    from ..quantization.uniform import UniformWeightQuant
-    from .fast_paths import pwlq_branches
+    """The QDQ weight for a quantized Linear/Conv2d, or None to keep the dequantized fp32 weight.
 
-    if not parametrize.is_parametrized(module, "weight"):
+    A quantizer with a single integer form (:meth:`~prunequant.core.quantizer.WeightFakeQuant.int8_form`) is
+    written as one Q/DQ branch; one with a multi-branch form (PWLQ) only with ``pwlq="qdq"``; anything else
+    (bias correction, > 8 bits) as its dequantized weight."""
+    q = WeightChain(module, "weight").quantizer
+    if q is None:
         return None
-    quants = [p for p in module.parametrizations["weight"] if isinstance(p, WeightFakeQuant)]
-    if not quants:
-        return None
-    q = quants[0]
-    if q.bits > 8 or q.bc_shift is not None or q.dim not in (0, None):
+    try:
+        codes, scales, zps, signed = int8_branches(module)
+    except UnsupportedModuleError:
         return None  # no exact int8 form; the dequantized weight is exported
-    w_eff = module.weight.detach()
-    plist = module.parametrizations["weight"]
-    x = plist.original
-    for p in plist:
-        if p is q:
-            break
-        x = p(x)
-    if isinstance(q, UniformWeightQuant):
-        codes = q.codes(x.detach())["codes"]
-        out = w_eff.shape[0]
-        scale = q.scale.detach().reshape(-1).expand(out) if q.scale.numel() == 1 else q.scale.detach()
-        zp = q.zero_point.detach().reshape(-1).expand(out) if q.zero_point.numel() == 1 else q.zero_point.detach()
-        if not q.symmetric:
-            codes = torch.where(w_eff == 0, zp.reshape([-1] + [1] * (w_eff.dim() - 1)).to(codes.dtype), codes)
-        else:
-            codes = torch.where(w_eff == 0, torch.zeros_like(codes), codes)
-        qmin, qmax = (-128, 127) if q.symmetric else (0, 255)
-        return _QDQWeight(codes[None], scale[None], zp[None], qmin, qmax)
-    if isinstance(q, PWLQWeightQuant):
-        if pwlq_mode == "dequantized":
-            return None
-        codes, scales = pwlq_branches(module)
-        return _QDQWeight(codes, scales, torch.zeros_like(scales, dtype=torch.int32), -128, 127)
-    return None
+    if codes.shape[0] > 1 and pwlq_mode == "dequantized":
+        return None
+    qmin, qmax = (-128, 127) if signed else (0, 255)
+    return _QDQWeight(codes, scales, zps, qmin, qmax)
 
 
 def _onnx_ready(model: nn.Module, pwlq_mode: str) -> nn.Module:
-    from ..quantization.base import ActFakeQuant
+    from ..core.quantizer import ActFakeQuant
     from .plain import baked_copy
 
     replacements: dict[str, nn.Module] = {}
@@ -162,9 +142,10 @@ def _onnx_ready(model: nn.Module, pwlq_mode: str) -> nn.Module:
         layer = m.get_submodule(name)
         new = _QDQLinear(layer, wq) if isinstance(layer, nn.Linear) else _QDQConv2d(layer, wq)
         quant = layer._modules.get("input_quant")
-        parent_name, _, child = name.rpartition(".")
-        parent = m.get_submodule(parent_name) if parent_name else m
-        setattr(parent, child, new)
+        if name:
+            set_submodule(m, name, new)
+        else:  # the model is the layer itself
+            m = new
         if quant is not None:
             new.input_quant = quant
             new.register_forward_pre_hook(lambda mod, args: (mod.input_quant(args[0]),) + tuple(args[1:]))

@@ -44,7 +44,7 @@ class ORTModule(nn.Module):
 
 
 def _float_graph(model: nn.Module, example_input: Tensor, path: Path) -> None:
-    from ..quantization.base import ActFakeQuant, detach_input_quant
+    from ..core.quantizer import ActFakeQuant, detach_input_quant
     from .onnx_export import export_onnx
     from .plain import baked_copy
 

@@ -5,7 +5,9 @@ index format. For CSR the tensor is viewed as ``(shape[0], numel // shape[0])`` 
 row pointers are packed at ``bits_needed(nnz)`` bits and column indices at ``bits_needed(cols - 1)`` bits.
 
 :func:`choose_format` picks, per tensor, the format with the fewest total bytes (index + values) given the
-bits per stored value; ties go to the simpler format (dense < bitmap < csr).
+bits per stored value; ties go to the simpler format (dense < bitmap < csr). The layouts and their index widths
+are those of the one storage cost model, :mod:`prunequant.core.cost`; here each stream is rounded up to whole
+bytes as it is written.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..core.cost import FORMATS, csr_view_shape
 from ..errors import ConfigError, ShapeError
 from .bitpack import bits_needed, pack_bits, packed_nbytes, unpack_bits
 
@@ -26,19 +29,6 @@ __all__ = [
     "encode_mask",
     "format_nbytes",
 ]
-
-FORMATS = ("dense", "bitmap", "csr")
-
-
-def csr_view_shape(shape: tuple[int, ...]) -> tuple[int, int]:
-    """The 2-D view ``(rows, cols)`` that CSR indexes: ``(shape[0], rest)``; 0-D/1-D tensors are one row."""
-    numel = 1
-    for d in shape:
-        numel *= int(d)
-    if len(shape) <= 1:
-        return 1, numel
-    rows = int(shape[0])
-    return rows, (numel // rows if rows else 0)
 
 
 def _csr_widths(shape: tuple[int, ...], nnz: int) -> tuple[int, int]:

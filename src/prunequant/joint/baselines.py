@@ -11,29 +11,28 @@ report's storage formula for magnitude masks at the given bits (:func:`sparsity_
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
-from torch.utils.data import DataLoader
 
+from .. import registry
 from ..analysis.report import storage_bits
-from ..api import prune_, quantize_, register_handler
+from ..core.targets import weight_key
 from ..errors import ConfigError
-from ..pruning.analytic import AnalyticThresholdConfig
+from ..pruning.analytic import AnalyticPruningResult, AnalyticThresholdConfig, fit_analytic_
 from ..pruning.base import global_sparsity, prunable_modules
 from ..pruning.magnitude import apply_magnitude_masks_, magnitude_masks
 from ..quantization import PWLQConfig
 from ..quantization.base import check_bits
-from ..training import TrainConfig, Trainer, accuracy, evaluate
+from ..training import Fit, Trainer, evaluate, phase_config, resolve_device
+from ..training.fit import first_batches
 from .config import JointConfig
 from .costs import fixed_param_bits
-from .handler import attach_joint_, finalize_, harden_
+from .transform import attach_joint_, finalize_, finalize_joint_layers_, harden_
 
 
 def _check_common(cfg) -> None:
@@ -68,7 +67,7 @@ def size_at_sparsity(model: nn.Module, sparsity: float, wbits: int, state_bits_p
             else getattr(module, pname)
         ids.add(id(raw))
         rows = w.shape[0] if granularity == "channel" and w.dim() > 1 else 1
-        total += storage_bits(w * masks[f"{name}.{pname}" if name else pname], wbits, rows * state_bits_per_row)
+        total += storage_bits(w * masks[weight_key(name, pname)], wbits, rows * state_bits_per_row)
     return (total + fixed_param_bits(model, ids)) / 8
 
 
@@ -87,10 +86,36 @@ def sparsity_for_size(model: nn.Module, target_bytes: float, wbits: int, state_b
     return hi
 
 
+def _need_fit(fit: Fit | None, what: str) -> Fit:
+    if fit is None:
+        raise ConfigError(f"{what} trains: give fit=Fit(train, ...) or train=")
+    return fit
+
+
+@dataclass
+class MagnitudeQATResult:
+    """What :func:`qat_after_magnitude_` returns."""
+
+    sparsity: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    val_metric: float | None = None
+
+
+@dataclass
+class AnalyticPWLQResult:
+    """What :func:`analytic_then_pwlq_` returns: the sparsity, both stages' results and the final metric."""
+
+    sparsity: float
+    pruning: AnalyticPruningResult
+    quantization: Any
+    val_metric: float | None = None
+
+
 @dataclass
 class MagnitudeQATConfig:
     """Baseline: global magnitude pruning to ``sparsity`` (or to ``target_size_bytes`` at ``wbits``), then
-    ``epochs`` of fixed-bit QAT (straight-through rounding, dynamic max scales, ``granularity`` scales)."""
+    ``epochs`` of fixed-bit QAT (straight-through rounding, dynamic max scales, ``granularity`` scales; cosine lr
+    schedule unless ``Fit.train_config`` says otherwise)."""
 
     sparsity: float | None = None
     target_size_bytes: float | None = None
@@ -98,7 +123,6 @@ class MagnitudeQATConfig:
     abits: int | None = 4
     granularity: str = "tensor"
     epochs: int = 10
-    lr: float = 1e-3
     finalize: bool = True
     include: Sequence[str | type] | None = None
     exclude: Sequence[str | type] | None = None
@@ -109,16 +133,10 @@ class MagnitudeQATConfig:
             raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
 
 
-def _first_input(train: DataLoader):
-    b = next(iter(train))
-    return (b[0] if isinstance(b, (tuple, list)) else b)[:1]
-
-
-@register_handler(MagnitudeQATConfig, finalize=finalize_)
-def qat_after_magnitude_(model: nn.Module, config: MagnitudeQATConfig, train: DataLoader,
-                         val: DataLoader | None = None, train_config: TrainConfig | None = None,
-                         loss_fn: Callable = F.cross_entropy, metric: Callable = accuracy) -> dict[str, Any]:
-    """Prune by magnitude, then fixed-bit QAT; returns ``{"sparsity", "history", "val_metric"}``."""
+@registry.register_handler(MagnitudeQATConfig, verb="prune_quantize", finalize=finalize_joint_layers_, order=10)
+def qat_after_magnitude_(model: nn.Module, config: MagnitudeQATConfig, fit: Fit | None = None) -> MagnitudeQATResult:
+    """Prune by magnitude, then fixed-bit QAT on ``fit``'s data."""
+    fit = _need_fit(fit, "MagnitudeQATConfig")
     s = config.sparsity
     if s is None:
         s = sparsity_for_size(model, config.target_size_bytes, config.wbits, 64, config.granularity,
@@ -126,22 +144,22 @@ def qat_after_magnitude_(model: nn.Module, config: MagnitudeQATConfig, train: Da
     apply_magnitude_masks_(model, s, "global", config.include, config.exclude)
     jc = JointConfig(weight_bits=(config.wbits,), act_bits=(config.abits or 8,), quantize_acts=config.abits is not None,
                      granularity=config.granularity, prune=False, epochs=0, finetune_epochs=config.epochs,
-                     include=config.include, exclude=config.exclude, verbose=False)
-    base = train_config or TrainConfig(progress=False, lr=config.lr, schedule="cosine")
-    calib = [b for _, b in zip(range(4), train)]
-    device = base.device if base.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+                     include=config.include, exclude=config.exclude)
+    base = fit.base(schedule="cosine")
+    calib = first_batches(fit.train, 4)
+    device = resolve_device(base.device)
     model.to(device)
     calib = [tuple(t.to(device) for t in b) for b in calib]
     layers, fixed_bits, _ = attach_joint_(model, jc, calib, calib[0][0][:1])
     harden_(model, layers=layers, fixed_bits=fixed_bits)
-    out: dict[str, Any] = {"sparsity": s}
+    out = MagnitudeQATResult(sparsity=s)
     if config.epochs > 0:
-        out["history"] = Trainer(model, dataclasses.replace(base, epochs=config.epochs), loss_fn=loss_fn,
-                                 metric=metric).fit(train, val)
+        out.history = Trainer(model, phase_config(base, config.epochs, "qat"), loss_fn=fit.loss_fn,
+                              metric=fit.metric).fit(fit.train, fit.val)
     if config.finalize:
         finalize_(model)
-    if val is not None:
-        out["val_metric"] = evaluate(model, val, metric, device=device)
+    if fit.val is not None:
+        out.val_metric = evaluate(model, fit.val, fit.metric, device=device)
     return out
 
 
@@ -168,26 +186,25 @@ class AnalyticPWLQConfig:
         _check_common(self)
 
 
-@register_handler(AnalyticPWLQConfig)
-def analytic_then_pwlq_(model: nn.Module, config: AnalyticPWLQConfig, train: DataLoader,
-                        val: DataLoader | None = None, train_config: TrainConfig | None = None,
-                        loss_fn: Callable = F.cross_entropy, metric: Callable = accuracy) -> dict[str, Any]:
-    """Analytic pruning, then PWLQ PTQ; returns ``{"sparsity", "pruning", "quantization", "val_metric"}``."""
+@registry.register_handler(AnalyticPWLQConfig, verb="prune_quantize")
+def analytic_then_pwlq_(model: nn.Module, config: AnalyticPWLQConfig, fit: Fit | None = None) -> AnalyticPWLQResult:
+    """Analytic pruning (with its fine-tune) on ``fit``'s data, then PWLQ PTQ calibrated on the training data."""
+    fit = _need_fit(fit, "AnalyticPWLQConfig")
     s = config.sparsity
     if s is None:
         s = sparsity_for_size(model, config.target_size_bytes, config.wbits, 64, config.granularity,
                               config.include, config.exclude)
     s = min(max(s, 1e-3), 0.99)
-    pr = prune_(model, AnalyticThresholdConfig(target_sparsity=s, epochs=config.prune_epochs,
-                                               finetune_epochs=config.finetune_epochs, finalize=True,
-                                               include=config.include, exclude=config.exclude),
-                train=train, val=val, train_config=train_config, loss_fn=loss_fn, metric=metric)
+    pr = fit_analytic_(model, AnalyticThresholdConfig(target_sparsity=s, epochs=config.prune_epochs,
+                                                      finetune_epochs=config.finetune_epochs, finalize=True,
+                                                      include=config.include, exclude=config.exclude), fit)
     skip = tuple(s for s in (config.exclude or ()) if isinstance(s, str))  # excluded layers stay fp32 here too
-    qr = quantize_(model, PWLQConfig(wbits=config.wbits, abits=config.abits, scheme="pwlq",
-                                     granularity=config.granularity, bias_correction=config.bias_correction,
-                                     fold_bn=config.fold_bn, lloyd_max=False, quantize_pool_inputs=False,
-                                     skip=skip), calibration_data=train)
-    out = {"sparsity": global_sparsity(model, config.include, config.exclude), "pruning": pr, "quantization": qr}
-    if val is not None:
-        out["val_metric"] = evaluate(model, val, metric)
+    qcfg = PWLQConfig(wbits=config.wbits, abits=config.abits, scheme="pwlq", granularity=config.granularity,
+                      bias_correction=config.bias_correction, fold_bn=config.fold_bn,
+                      quantize_pool_inputs=False, skip=skip)
+    qr = registry.handler_for(qcfg, "quantize").fn(model, qcfg, calibration_data=fit.train)
+    out = AnalyticPWLQResult(sparsity=global_sparsity(model, config.include, config.exclude), pruning=pr,
+                             quantization=qr)
+    if fit.val is not None:
+        out.val_metric = evaluate(model, fit.val, fit.metric)
     return out

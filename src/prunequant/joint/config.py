@@ -5,10 +5,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from .. import quantization as _quantization  # noqa: F401  (registers the built-in weight quantizers)
+from ..core.quantizer import MAX_BITS, MIN_BITS, registered_schemes
 from ..errors import ConfigError
-from ..quantization.base import MAX_BITS, MIN_BITS
 
-SCHEMES = ("uniform", "pwlq")
+
+def joint_schemes() -> tuple[str, ...]:
+    """Weight schemes usable as joint candidates: every registered quantizer with ``joint_candidate = True``."""
+    return registered_schemes(joint=True)
+
+
+SCHEMES = joint_schemes()  # at import time; joint_schemes() also sees quantizers registered later
 GRANULARITIES = ("tensor", "channel")
 MIX_GRANULARITIES = ("layer", "channel")
 TARGET_NAMES = ("wbits", "abits", "size_bytes", "bops")
@@ -37,8 +44,9 @@ class JointConfig:
     Candidates and quantizers
     * ``weight_bits`` / ``act_bits``: candidate bit-widths. ``0`` among ``weight_bits`` is the "pruned away"
       option (the layer, or with ``mix_granularity="channel"`` the output channel, becomes zero).
-    * ``weight_scheme``: "uniform" (symmetric, max-scaled) or "pwlq" (piecewise linear, one breakpoint), one
-      string for all candidates or one per entry of ``weight_bits``. Feature maps use uniform quantizers.
+    * ``weight_scheme``: any registered joint-candidate quantizer (:func:`joint_schemes`: "uniform" symmetric
+      max-scaled, "pwlq" piecewise linear with one breakpoint, "log2" power-of-two), one string for all
+      candidates or one per entry of ``weight_bits``. Feature maps use uniform quantizers.
     * ``granularity``: weight quantizer scales per "tensor" or per output "channel".
     * ``mix_granularity``: one mixture π per "layer" (default), or one per output channel ("channel").
     * ``act_momentum``: EMA momentum of the feature-map range (running max of |x|).
@@ -64,7 +72,8 @@ class JointConfig:
     * ``epochs`` soft joint training, τ annealed geometrically from ``tau_start`` to ``tau_end``;
       ``finetune_epochs`` with hard masks and the chosen bits fixed (straight-through QAT), learning rate
       ``finetune_schedule`` ("cosine" decay or "constant").
-    * ``lr`` (weights), ``threshold_lr`` (log α, log β), ``logit_lr`` (θ).
+    * ``threshold_lr`` (log α, log β), ``logit_lr`` (θ); the weights' lr, seed, device and logging are run
+      options (``Fit`` / ``TrainConfig``).
     * ``logit_init``: "linear" (θ_b = b / max b, high precision slightly preferred) or "uniform".
     * ``alpha_init``, ``beta_init`` (× weight std), ``alpha_anneal``, ``min_density``: as in
       :class:`~prunequant.pruning.analytic.AnalyticThresholdConfig`.
@@ -93,7 +102,6 @@ class JointConfig:
     epochs: int = 20
     finetune_epochs: int = 10
     finetune_schedule: str = "cosine"
-    lr: float = 1e-3
     threshold_lr: float = 0.02
     logit_lr: float = 0.05
     tau_start: float = 1.0
@@ -106,7 +114,6 @@ class JointConfig:
     prune: bool = True
     pwlq_refresh_every: int = 20
     finalize: bool = True
-    verbose: bool = True
     include: Sequence[str | type] | None = None
     exclude: Sequence[str | type] | None = None
 
@@ -117,9 +124,10 @@ class JointConfig:
             else tuple(self.weight_scheme)
         if len(schemes) != len(self.weight_bits):
             raise ConfigError(f"weight_scheme: {len(schemes)} entries for {len(self.weight_bits)} weight_bits")
+        known = joint_schemes()
         for s in schemes:
-            if s not in SCHEMES:
-                raise ConfigError(f"weight_scheme must be one of {SCHEMES}, got {s!r}")
+            if s not in known:
+                raise ConfigError(f"weight_scheme must be one of {known}, got {s!r}")
         self.schemes = schemes
         if self.granularity not in GRANULARITIES:
             raise ConfigError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
@@ -149,7 +157,7 @@ class JointConfig:
             raise ConfigError("target_sparsity needs prune=True")
         if ts is not None and self.min_density > 1.0 - ts:
             raise ConfigError(f"min_density {self.min_density} makes target_sparsity {ts} unreachable")
-        for k in ("lr", "threshold_lr", "logit_lr", "tau_start", "tau_end", "alpha_init", "beta_init",
+        for k in ("threshold_lr", "logit_lr", "tau_start", "tau_end", "alpha_init", "beta_init",
                   "alpha_anneal"):
             if not getattr(self, k) > 0:
                 raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")

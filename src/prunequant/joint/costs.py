@@ -9,23 +9,23 @@ Definitions (docs/joint.md):
 
 * ``wbits``: average weight bits, Σ_l n_l·b_l / Σ_l n_l over the compressed tensors (0 for a removed layer);
 * ``abits``: average feature-map bits weighted by each tensor's dense MACs (as the report's total);
-* ``size_bytes``: the model size with :func:`prunequant.analysis.report`'s storage formula (values at b bits,
-  the cheaper of dense / bitmap / CSR index, the quantizer's export state, every other parameter at 32 bits);
-  the soft version is the CSR cost with soft k and Σ_b π_b (see :func:`soft_storage_bits`);
+* ``size_bytes``: the model size with the one storage cost model, :mod:`prunequant.core.cost` (values at the
+  finalized quantizer's code bits, the cheapest of dense / bitmap / CSR index, every tensor of the quantizer's
+  spec, every other parameter at 32 bits); the soft version is the CSR cost with soft k and Σ_b π_b (see
+  :func:`soft_storage_bits`);
 * ``bops``: bit-operations per sample, Σ_l (effective MACs)·b_w·b_a;
 * ``sparsity``: fraction of zero weights over the compressed tensors.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..analysis.macs import call_macs, is_known
-from ..analysis.report import storage_bits
+from ..core.cost import bits_needed, quantizer_state_bits, quantizer_value_bits, tensor_storage_bits
+from ..core.tracing import trace_layers
 from ..pruning.analytic import AnalyticThreshold
 from ..pruning.analytic.controller import beta_caps
 from ..pruning.base import FixedMask, get_mask
@@ -47,6 +47,7 @@ class JointLayer:
     wq: SoftMixWeightQuant
     aq: SoftMixActQuant | None = None
     macs: float = 0.0
+    _candidate_costs: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def raw(self) -> Tensor:
@@ -124,31 +125,39 @@ class JointLayer:
     def hard_abits(self) -> float:
         return float(FP_BITS) if self.aq is None else float(self.aq.mixture.current_bits())
 
+    def candidate_cost(self, i: int) -> tuple[int, int]:
+        """(value bits, state bits) of candidate ``i`` once finalized: the code bits and the spec tensors of the
+        fixed quantizer it becomes (:mod:`prunequant.core.cost`); they depend on the shape only, so cached."""
+        if i not in self._candidate_costs:
+            q = self.wq.candidate_fixed(self.raw.detach(), i, self.name)
+            self._candidate_costs[i] = (quantizer_value_bits(q), quantizer_state_bits(q))
+        return self._candidate_costs[i]
+
     def storage_bits_for(self, b: int) -> int:
-        """Bits the finalized quantizer's export state costs (what the report adds on top of the values)."""
-        if self.wq.mixture.per_channel:
-            return self.rows * (32 + 8)  # ChannelBitsWeightQuant: fp32 scale + uint8 bit-width per channel
-        # uniform: fp32 scale + int32 zero point; PWLQ: fp32 breakpoint + fp32 max|w|; per scale row
-        return (self.rows if self.wq.dim == 0 else 1) * (32 + 32)
+        """State bits (scales, zero points, breakpoints, ...) of the quantizer the candidate ``b`` finalizes into."""
+        return self.candidate_cost(self.wq.mixture.bits.index(b))[1]
 
 
 def soft_storage_bits(layer: JointLayer, kept: Tensor) -> Tensor:
     """Differentiable surrogate of the stored bits, averaged over the candidates with π: the CSR cost
-    k·(b + ⌈log2 cols⌉) + 32·(rows + 1) + quantizer state.
+    k·(v_b + bits(cols − 1)) + (rows + 1)·bits(n) + quantizer state, with v_b and the state from the fixed
+    quantizer candidate b finalizes into (:meth:`JointLayer.candidate_cost`).
 
     The report charges the cheapest of dense / bitmap / CSR; its bitmap and dense branches do not depend on k,
     so their gradient would give pruning no incentive until the CSR regime is reached. The surrogate charges
     every kept weight its sparse cost instead; the controller measures the true (report) size.
     """
     rows = layer.rows
-    cidx = max(1, math.ceil(math.log2(layer.cols))) if layer.cols > 1 else 1
+    cidx = bits_needed(max(layer.cols - 1, 0))
+    ptr = (rows + 1) * bits_needed(layer.numel)  # row pointers at their widest (every weight kept)
     p = layer.wq.mixture.probs()
     if p.dim() == 2:
         p = p.mean(1)
     total = kept.new_zeros(())
     for i, b in enumerate(layer.wq.mixture.bits):
-        values = kept * (max(b, MIN_BITS) + cidx) if b > 0 else kept * 0
-        total = total + p[i] * (values + (rows + 1) * 32 + layer.storage_bits_for(b))
+        value_bits, state_bits = layer.candidate_cost(i)
+        values = kept * (value_bits + cidx) if b > 0 else kept * 0
+        total = total + p[i] * (values + ptr + state_bits)
     return total
 
 
@@ -182,10 +191,13 @@ def layer_measures(l: JointLayer, beta_factor: float = 1.0, min_density: float =
     cb = l.channel_bits()
     nnz_rows = (w != 0).reshape(l.rows, -1).sum(1).to(cb.dtype)
     ab = l.hard_abits()
-    b_store = max(MIN_BITS, int(cb.max()))
-    ovh = l.storage_bits_for(int(cb.max()))
+    if l.wq.mixture.per_channel:  # per-channel bit widths: stored at the widest channel's width
+        value_bits, state_bits = max(MIN_BITS, int(cb.max())), l.candidate_cost(0)[1]
+    else:
+        value_bits, state_bits = l.candidate_cost(int(l.wq.mixture.current()))
     return {"numel": l.numel, "nonzeros": int(nnz_rows.sum()), "wbits": float(cb.mean()), "abits": ab,
-            "storage_bits": storage_bits(w, b_store, ovh), "bops": float(l.uses * (nnz_rows * cb).sum() * ab),
+            "storage_bits": tensor_storage_bits(w, value_bits, state_bits),
+            "bops": float(l.uses * (nnz_rows * cb).sum() * ab),
             "macs": l.macs}
 
 
@@ -206,46 +218,27 @@ def hard_costs(layers: list[JointLayer], fixed_bits: int, beta_factor: float = 1
 
 @torch.no_grad()
 def measure_macs_(model: nn.Module, layers: list[JointLayer], example_input: Any) -> None:
-    """Set ``layer.macs`` (dense MACs per sample) from one forward of ``example_input`` (batch first)."""
-    by_module: dict[int, list[JointLayer]] = {}
+    """Set ``layer.macs`` (dense MACs per sample) from one traced forward of ``example_input`` (batch first)."""
+    trace = trace_layers(model, example_input)
+    per_tensor = trace.tensor_macs()
+    names = {id(m): n for n, m in trace.modules.items()}
     for l in layers:
-        by_module.setdefault(id(l.module), []).append(l)
-    counts: dict[tuple[int, str], float] = {}
-    batch = [1]
-
-    def hook(module, args, kwargs, out):
-        for wu in call_macs(module, args, kwargs, out).weights:
-            sub, _, tname = wu.tensor.rpartition(".")  # e.g. out_proj.weight, used by its attention parent
-            owner = module.get_submodule(sub) if sub else module
-            t = getattr(owner, tname)
-            n = t[wu.rows[0]:wu.rows[1]].numel() if wu.rows else t.numel()
-            key = (id(owner), tname)
-            counts[key] = counts.get(key, 0.0) + n * wu.uses
-
-    handles = []
-    for l in layers:
-        if is_known(l.module) and id(l.module) in by_module:
-            handles.append(l.module.register_forward_hook(hook, with_kwargs=True))
-            by_module.pop(id(l.module))
-    x = example_input
-    if isinstance(x, Tensor):
-        batch[0] = max(1, x.shape[0])
-        args = (x,)
-    else:
-        args = tuple(x)
-        batch[0] = max(1, args[0].shape[0])
-    was = model.training
-    model.eval()
-    try:
-        model(*args)
-    finally:
-        model.train(was)
-        for h in handles:
-            h.remove()
-    for l in layers:
-        l.macs = counts.get((id(l.module), l.pname), 0.0) / batch[0]
+        l.macs = per_tensor.get((names.get(id(l.module)), l.pname), 0) / trace.batch_size
 
 
 def fixed_param_bits(model: nn.Module, compressed: set[int]) -> int:
     """Bits of every parameter that is not a compressed weight (stored at 32 bits by the report)."""
     return sum(p.numel() * FP_BITS for p in model.parameters() if id(p) not in compressed)
+
+
+@torch.no_grad()
+def floor_storage_bits(raw: Tensor, wq: SoftMixWeightQuant) -> int:
+    """The fewest bits weight ``raw`` can take under the soft quantizer ``wq``'s candidates: all weights pruned,
+    so only the pattern and the finalized quantizer's state remain (:mod:`prunequant.core.cost`)."""
+    zeros = torch.zeros_like(raw.detach())
+    best = None
+    for i in range(len(wq.mixture.bits)):
+        q = wq.candidate_fixed(raw.detach(), i)
+        bits = tensor_storage_bits(zeros, quantizer_value_bits(q), quantizer_state_bits(q))
+        best = bits if best is None else min(best, bits)
+    return int(best)

@@ -1,17 +1,17 @@
-"""Joint pruning + soft mixed-precision QAT as a TrainPlugin for the shared Trainer.
+"""Joint pruning + soft mixed-precision QAT as a TrainPlugin for any training loop.
 
 Per step: the analytic-threshold plugin (α/β group, sparsity controller, α annealing, minimum density) runs
 inside; τ follows its geometric schedule; the hard measures (what finalization would give now) feed the
-target controller; PWLQ breakpoints are re-fitted every ``pwlq_refresh_every`` steps. Per epoch: a rich table
-of per-layer π, chosen bits and sparsity, and log columns (bits, size, BOPs, sparsity, τ, λ).
+target controller; PWLQ breakpoints are re-fitted every ``pwlq_refresh_every`` steps. Per epoch: log columns (bits,
+size, BOPs, sparsity, τ, λ) and, with ``verbose``, a per-layer table of π, chosen bits and sparsity via ``logging``.
 """
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 import torch
-from rich import box
-from rich.table import Table
 from torch import Tensor, nn
 
 from ..pruning.analytic import AnalyticThreshold, AnalyticThresholdPlugin
@@ -19,6 +19,8 @@ from ..training import TrainPlugin
 from .config import JointConfig
 from .controller import TargetController
 from .costs import JointLayer, hard_costs, layer_measures, soft_costs
+
+log = logging.getLogger("prunequant.joint")
 
 
 def unique_mixtures(layers: list[JointLayer]) -> list:
@@ -57,37 +59,39 @@ def layer_table(layers: list[JointLayer]) -> list[dict[str, Any]]:
     return rows
 
 
-def rich_table(rows: list[dict[str, Any]], title: str) -> Table:
-    """Compact per-layer table: sparsity (β/σ while soft), weight π and feature-map ρ (two most probable
-    bit-widths first: the first one is the current choice), BOPs, bytes."""
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+def format_table(rows: list[dict[str, Any]], title: str) -> str:
+    """Compact plain-text per-layer table for ``logging``: sparsity (β/σ while soft), weight π and feature-map ρ
+    (two most probable bit-widths first: the first one is the current choice), BOPs, bytes."""
     soft = any(r["beta_over_std"] is not None for r in rows)
-    names = [r["layer"].removesuffix(".weight") for r in rows]
-    t.add_column("layer", min_width=min(24, max((len(n) for n in names), default=5)), no_wrap=True)
-    for col in ["params", "sparse"] + (["β/σ"] if soft else []):
-        t.add_column(col, justify="right", no_wrap=True)
-    t.add_column("w bits:π", no_wrap=True)
-    t.add_column("a bits:ρ", no_wrap=True)
-    t.add_column("BOPs", justify="right", no_wrap=True)
-    t.add_column("bytes", justify="right", no_wrap=True)
-    for name, r in zip(names, rows):
+    head = ["layer", "params", "sparse"] + (["β/σ"] if soft else []) + ["w bits:π", "a bits:ρ", "BOPs", "bytes"]
+    body = []
+    for r in rows:
         beta = [] if not soft else ["-" if r["beta_over_std"] is None else f"{r['beta_over_std']:.2f}"]
-        t.add_row(name, f"{r['params']:,}", f"{r['sparsity']:.1%}", *beta, r["w_pi"], r["a_pi"], f"{r['bops']:.2g}",
-                  f"{r['bytes']:,.0f}")
-    return t
+        body.append([r["layer"].removesuffix(".weight"), f"{r['params']:,}", f"{r['sparsity']:.1%}", *beta,
+                     r["w_pi"], r["a_pi"], f"{r['bops']:.2g}", f"{r['bytes']:,.0f}"])
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    left = {0, len(head) - 4, len(head) - 3}
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([title, line(head)] + [line(b) for b in body])
 
 
 class JointPlugin(TrainPlugin):
     """Drives the soft joint phase (``hard=False``) or only reports during the fixed-choice fine-tune
-    (``hard=True``). ``pruning`` is the analytic-threshold plugin of the same layers (None without pruning)."""
+    (``hard=True``). ``pruning`` is the analytic-threshold plugin of the same layers (None without pruning).
+
+    In any training loop: put ``plugin.param_groups(model)`` in the optimizer, add ``plugin.loss(model, step)`` to
+    the task loss and call ``plugin.on_step_end(model, step)`` after each optimizer step (``step`` from 1)."""
 
     name = "joint"
 
     def __init__(self, layers: list[JointLayer], config: JointConfig, fixed_bits: int,
                  total_steps: int | None = None, pruning: AnalyticThresholdPlugin | None = None,
-                 hard: bool = False):
+                 hard: bool = False, verbose: bool = False):
         self.layers, self.config, self.fixed_bits = layers, config, int(fixed_bits)
-        self.total_steps, self.pruning, self.hard = total_steps, pruning, hard
+        self.total_steps, self.pruning, self.hard, self.verbose = total_steps, pruning, hard, verbose
         self.mixtures = unique_mixtures(layers)
         self.measures = hard_costs(layers, fixed_bits)
         ramp = int(config.target_ramp * total_steps) if total_steps else 0
@@ -116,27 +120,25 @@ class JointPlugin(TrainPlugin):
         logits = [m.logits for m in self.mixtures if m.logits.requires_grad]
         return groups + [{"params": logits, "lr": self.config.logit_lr, "weight_decay": 0.0}]
 
-    def loss(self, model: nn.Module, step: int) -> Tensor | None:
+    def loss(self, model: nn.Module, step: int) -> Tensor:
         if self.hard:
-            return None
+            return torch.zeros(())
         terms = []
-        if self.pruning is not None:
-            t = self.pruning.loss(model, step)
-            if t is not None:
-                terms.append(t)
+        if self.pruning is not None and self.pruning.lam != 0.0:
+            terms.append(self.pruning.loss(model, step))
         if self.controller.targets or self.fixed:
             soft = soft_costs(self.layers, self.fixed_bits)
             t = self.controller.loss(soft)
             if t is not None:
                 terms.append(t)
             terms += [w * soft[k] / self.refs[k] for k, w in self.fixed.items()]
-        return sum(terms) if terms else None
+        return sum(terms) if terms else torch.zeros(())
 
-    def on_step_end(self, trainer, step: int) -> None:
+    def on_step_end(self, model: nn.Module, step: int) -> None:
         if self.hard:
             return
         if self.pruning is not None:
-            self.pruning.on_step_end(trainer, step)
+            self.pruning.on_step_end(model, step)
         self.tau = tau_at(step, self.total_steps, self.config.tau_start, self.config.tau_end)
         self._set_tau(self.tau)
         self.measures = hard_costs(self.layers, self.fixed_bits)
@@ -147,10 +149,9 @@ class JointPlugin(TrainPlugin):
     @torch.no_grad()
     def refresh_breakpoints(self) -> None:
         for l in self.layers:
-            if "pwlq" in l.wq.schemes:
-                l.wq.refresh_breakpoints_(l.hard_masked(), l.name)
+            l.wq.refresh_breakpoints_(l.hard_masked(), l.name)
 
-    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> dict | None:
+    def on_epoch_end(self, model: nn.Module, epoch: int, logs: dict) -> dict | None:
         self.measures = hard_costs(self.layers, self.fixed_bits)
         out = {k: float(v) for k, v in self.measures.items()}
         if not self.hard:
@@ -158,11 +159,11 @@ class JointPlugin(TrainPlugin):
             out.update({f"lambda_{k}": v for k, v in self.controller.lam.items()})
             if self.pruning is not None and self.pruning.controller is not None:
                 out["lambda_sparsity"] = self.pruning.lam
-        if self.config.verbose and getattr(trainer, "rank", 0) == 0:
+        if self.verbose and int(os.environ.get("RANK", "0")) == 0:
             phase = "fine-tune" if self.hard else f"soft, τ={self.tau:.3g}"
             title = (f"joint epoch {epoch + 1}, {phase}: {out['size_bytes']:,.0f} B, w {out['wbits']:.2f} b, "
                      f"a {out['abits']:.2f} b, sparsity {out['sparsity']:.1%}")
-            trainer.console.print(rich_table(layer_table(self.layers), title))
+            log.info("%s", format_table(layer_table(self.layers), title))
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -178,4 +179,4 @@ class JointPlugin(TrainPlugin):
             self.pruning.load_state_dict(state["pruning"])
 
 
-__all__ = ["JointPlugin", "layer_table", "rich_table", "tau_at", "unique_mixtures"]
+__all__ = ["JointPlugin", "format_table", "layer_table", "tau_at", "unique_mixtures"]

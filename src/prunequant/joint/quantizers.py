@@ -20,36 +20,59 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError, ShapeError
-from ..quantization.base import MIN_BITS, WeightFakeQuant, check_weight, per_channel, ste, to_channels
-from ..quantization.pwlq import pwlq_quantize
-from ..quantization.uniform import symmetric_scale, uniform_quantize
+from ..core.quantizer import (
+    MIN_BITS,
+    IntForm,
+    QuantSpec,
+    WeightFakeQuant,
+    check_weight,
+    per_channel,
+    quantizer_class,
+    register_quantizer,
+    ste,
+    to_channels,
+)
+from ..errors import ConfigError, LayerError, ShapeError, StorageError
+from ..quantization.uniform import uniform_quantize
 from .mixture import BitMixture
 
-DEFAULT_PWLQ_RATIO = 0.25
+DEFAULT_PWLQ_RATIO = 0.25  # PWLQ's joint_param_default (kept for callers)
 
 
-class SoftMixWeightQuant(nn.Module):
+@register_quantizer("soft-mixture")
+class SoftMixWeightQuant(WeightFakeQuant):
     """Weight parametrization Σ_b π_b · Q_b(w) over candidate bit-widths (see module docstring).
 
-    ``dim``: 0 for per-output-channel scales, ``None`` for one scale per tensor. ``mix_channels``: number of
-    output channels when π is per channel (``None``: one π per tensor). ``scale_channels``: number of scale
-    rows (``w.shape[0]`` for ``dim=0``, else 1), which sizes the PWLQ breakpoint-ratio buffer (B, rows, 1).
+    Each candidate ``Q_b`` comes from the quantizer registry: ``schemes[i]`` names a registered weight quantizer
+    with ``joint_candidate = True`` (its ``joint_quantize`` / ``joint_fit`` / ``joint_fixed`` hooks); ``b = 0``
+    is the all-zero candidate. ``dim``: 0 for per-output-channel scales, ``None`` for one scale per tensor.
+    ``mix_channels``: number of output channels when π is per channel (``None``: one π per tensor).
+    ``scale_channels``: number of scale rows (``w.shape[0]`` for ``dim=0``, else 1), which sizes the buffer of
+    slow-varying per-row candidate parameters (B, rows, 1) (PWLQ's breakpoint ratio p/m).
     """
 
     def __init__(self, bits: Sequence[int], schemes: Sequence[str], dim: int | None = None,
                  mix_channels: int | None = None, scale_channels: int = 1, init: str = "linear",
                  variant: str = "b_center"):
-        super().__init__()
+        super().__init__(None, dim)
         if len(schemes) != len(bits):
             raise ConfigError(f"{len(schemes)} schemes for {len(bits)} candidate bit-widths")
+        classes = []
+        for s in schemes:
+            cls = quantizer_class(s)
+            if not getattr(cls, "joint_candidate", False):
+                raise ConfigError(f"weight scheme {s!r} is not a joint candidate")
+            classes.append(cls)
         if mix_channels is not None and any(s != "uniform" for b, s in zip(bits, schemes) if b):
             raise ConfigError("per-channel mixtures support uniform candidates only")
         self.mixture = BitMixture(bits, mix_channels, init)
         self.schemes = tuple(schemes)
-        self.dim = dim
+        self._classes = tuple(classes)
         self.variant = variant
-        self.register_buffer("pwlq_ratio", torch.full((len(bits), int(scale_channels), 1), DEFAULT_PWLQ_RATIO))
+        self.init = init
+        self.scale_channels = int(scale_channels)
+        default = torch.tensor([c.joint_param_default or 0.0 for c in classes]).reshape(-1, 1, 1)
+        self.register_buffer("pwlq_ratio", default.expand(len(bits), int(scale_channels), 1).clone())
 
     # -- what analysis.report / io.save read ---------------------------------------------------------------
     @property
@@ -57,24 +80,16 @@ class SoftMixWeightQuant(nn.Module):
         """The current choice (frozen or argmax); the widest channel for per-channel mixtures; at least 2."""
         return max(MIN_BITS, int(self.mixture.current_bits().max()))
 
-    @property
-    def scheme(self) -> str:
-        return "soft-mixture"
-
-    @property
-    def granularity(self) -> str:
-        return "tensor" if self.dim is None else "channel"
-
     # -- quantization ----------------------------------------------------------------------------------------
+    def _param(self, i: int, w: Tensor) -> Tensor | None:
+        return None if self._classes[i].joint_param_default is None else self.pwlq_ratio[i].to(w.dtype)
+
     def candidate(self, w: Tensor, i: int) -> Tensor:
         """Q_b(w) for candidate ``i`` (fake-quantized, straight-through gradient)."""
         b = self.mixture.bits[i]
         if b == 0:
             return torch.zeros_like(w)
-        if self.schemes[i] == "uniform":
-            return uniform_quantize(w, b, symmetric_scale(w, b, self.dim), None, signed=True, dim=self.dim)
-        m, p = self.pwlq_params(w, i)
-        return pwlq_quantize(w, b, p, m, variant=self.variant, dim=self.dim)
+        return self._classes[i].joint_quantize(w, b, self.dim, self._param(i, w))
 
     def pwlq_params(self, w: Tensor, i: int) -> tuple[Tensor, Tensor]:
         """(max_abs (C,), breakpoints (C, 1)) of PWLQ candidate ``i`` for weight ``w``."""
@@ -91,7 +106,7 @@ class SoftMixWeightQuant(nn.Module):
             out = torch.where(per_channel(c == i, w, 0), self.candidate(w, i), out)
         return out
 
-    def forward(self, w: Tensor) -> Tensor:
+    def quantize(self, w: Tensor) -> Tensor:
         mix = self.mixture
         if mix.hard and not mix.per_channel:
             return self.candidate(w, int(mix.chosen))
@@ -105,21 +120,78 @@ class SoftMixWeightQuant(nn.Module):
         return out
 
     @torch.no_grad()
-    def refresh_breakpoints_(self, w: Tensor, name: str = "weight") -> None:
-        """Re-fit the breakpoint ratio p/m of every PWLQ candidate to ``w`` (empirical search, zeros ignored
-        because they are quantized exactly)."""
-        from ..quantization.breakpoints import find_breakpoints
+    def fixed_quantizer(self, w: Tensor, name: str = "weight") -> WeightFakeQuant:
+        """The fixed-precision quantizer that computes :meth:`quantize_current` on ``w`` (finalization): the
+        candidate scheme's ``joint_fixed``, :class:`ChannelBitsWeightQuant` for per-channel mixtures, and a
+        smallest-width uniform quantizer for a removed (0-bit) layer."""
+        mix = self.mixture
+        if mix.per_channel:
+            return ChannelBitsWeightQuant.from_weight(w, mix.current_bits().long(), dim=self.dim, name=name)
+        return self.candidate_fixed(w, int(mix.current()), name)
 
-        for i, (b, s) in enumerate(zip(self.mixture.bits, self.schemes)):
-            if s != "pwlq" or b == 0:
+    @torch.no_grad()
+    def candidate_fixed(self, w: Tensor, i: int, name: str = "weight") -> WeightFakeQuant:
+        """The fixed quantizer candidate ``i`` finalizes into on ``w`` (every channel at that candidate for a
+        per-channel mixture); its spec and code bits are what the storage cost model charges."""
+        b = self.mixture.bits[i]
+        if self.mixture.per_channel:
+            rows = w.shape[0]
+            return ChannelBitsWeightQuant.from_weight(w, torch.full((rows,), b, dtype=torch.long, device=w.device),
+                                                      dim=self.dim, name=name)
+        if b == 0:  # removed layer: all-zero weight, stored at the smallest width
+            return quantizer_class("uniform").from_weight(w, MIN_BITS, symmetric=True, dim=self.dim, name=name)
+        return self._classes[i].joint_fixed(w, b, self.dim, self._param(i, w), name)
+
+    def codes(self, w: Tensor) -> dict[str, Tensor]:
+        if not self.mixture.hard:
+            raise LayerError("a soft mixture has no integer codes; harden_ or finalize_ the joint model first")
+        return self.fixed_quantizer(w).codes(w)
+
+    def _decode_raw(self, codes: dict[str, Tensor]) -> Tensor:
+        raise LayerError("a soft mixture cannot decode codes; finalize_ the joint model and export that")
+
+    def _state(self) -> dict[str, Tensor]:
+        return {}  # the mixture's state travels in spec(); storage is that of storage_form()
+
+    def storage_form(self, w: Tensor) -> WeightFakeQuant | None:
+        """The fixed quantizer once the mixture is hardened; ``None`` (stored as floats) while it is soft."""
+        return self.fixed_quantizer(w) if self.mixture.hard else None
+
+    def _attrs(self) -> dict:
+        return {"candidate_bits": list(self.mixture.bits), "schemes": list(self.schemes),
+                "mix_channels": None if not self.mixture.per_channel else int(self.mixture.logits.shape[1]),
+                "scale_channels": self.scale_channels, "init": self.init, "variant": self.variant}
+
+    def spec(self) -> QuantSpec:
+        attrs = {"bits": None, "dim": self.dim, **self._attrs()}
+        return QuantSpec(self.scheme, attrs, {k: v.detach().clone() for k, v in self.state_dict().items()})
+
+    @classmethod
+    def _build(cls, attrs: dict, tensors: dict[str, Tensor]) -> SoftMixWeightQuant:
+        q = cls(attrs["candidate_bits"], attrs["schemes"], dim=attrs["dim"], mix_channels=attrs["mix_channels"],
+                scale_channels=int(attrs["scale_channels"]), init=attrs["init"], variant=attrs["variant"])
+        try:
+            q.load_state_dict(tensors, strict=True)
+        except RuntimeError as e:
+            raise StorageError(f"soft-mixture spec tensors do not fit: {e}") from e
+        q.mixture.logits.requires_grad_(not q.mixture.hard)
+        return q
+
+    def code_bits(self) -> dict[str, int]:
+        return {"codes": self.bits}
+
+    @torch.no_grad()
+    def refresh_breakpoints_(self, w: Tensor, name: str = "weight") -> None:
+        """Re-fit the slow-varying parameter (PWLQ: p/m) of every candidate that has one to ``w`` (zeros are
+        quantized exactly and ignored by the search)."""
+        if not bool((w != 0).any()):
+            return
+        for i, (b, cls) in enumerate(zip(self.mixture.bits, self._classes)):
+            if b == 0 or cls.joint_param_default is None:
                 continue
-            if not bool((w != 0).any()):
-                continue
-            p = find_breakpoints(w.detach().float(), b, method="empirical", variant=self.variant, dim=self.dim,
-                                 name=name)
-            m = to_channels(w.detach().float(), self.dim).abs().amax(1)
-            ratio = torch.where(m[:, None] > 0, p / m.clamp(min=1e-30)[:, None], torch.full_like(p, DEFAULT_PWLQ_RATIO))
-            self.pwlq_ratio[i].copy_(ratio.to(self.pwlq_ratio.dtype))
+            p = cls.joint_fit(w, b, self.dim, name)
+            if p is not None:
+                self.pwlq_ratio[i].copy_(p.to(self.pwlq_ratio.dtype))
 
     def extra_repr(self) -> str:
         return f"schemes={self.schemes}, granularity={self.granularity}"
@@ -187,14 +259,14 @@ class SoftMixActQuant(nn.Module):
         return f"momentum={self.momentum}"
 
 
+@register_quantizer("channel-bits")
 class ChannelBitsWeightQuant(WeightFakeQuant):
     """Uniform symmetric weight quantizer with one bit-width per output channel (dim 0); 0 bits = zero channel.
 
     ``bits`` (what the report reads) is the widest channel, so storage estimates are conservative.
-    ``export_state``: per-channel ``scale`` (float32) and ``channel_bits`` (uint8).
+    Spec tensors: per-channel ``scale`` (float32) and ``channel_bits`` (uint8). Integer form: its codes when the
+    widest channel has <= 8 bits.
     """
-
-    scheme = "uniform"
 
     def __init__(self, channel_bits: Tensor, scale: Tensor):
         cb = torch.as_tensor(channel_bits).reshape(-1).to(torch.uint8)
@@ -244,6 +316,17 @@ class ChannelBitsWeightQuant(WeightFakeQuant):
 
     def _state(self) -> dict[str, Tensor]:
         return {"scale": self.scale, "channel_bits": self.channel_bits}
+
+    @classmethod
+    def _build(cls, attrs: dict, tensors: dict[str, Tensor]) -> ChannelBitsWeightQuant:
+        return cls(tensors["channel_bits"], tensors["scale"])
+
+    def int8_form(self, w: Tensor) -> IntForm | None:
+        if self.bits > 8 or self.bc_shift is not None:
+            return None
+        codes = self.codes(w)["codes"]
+        return IntForm(codes, self.scale.detach().float().clone(), torch.zeros_like(self.scale, dtype=torch.int32),
+                       signed=True)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", channel_bits={sorted(set(self.channel_bits.tolist()))}"

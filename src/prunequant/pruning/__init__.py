@@ -1,6 +1,6 @@
 """Pruning methods: learned analytic threshold (self-pruning), MAC-budget, magnitude baselines.
 
-Importing this package registers each method's config with :func:`prunequant.api.register_handler`.
+Importing this package registers each method's config with :func:`prunequant.registry.register_handler`.
 """
 from .base import (
     SUPPORTED_TYPES,
@@ -35,10 +35,11 @@ from .mac_budget import MacBudgetConfig, MacBudgetResult, prune_mac_budget_  # n
 from .magnitude import (  # noqa: E402,E501
     AGPPlugin,
     MagnitudeConfig,
+    MagnitudeResult,
     apply_magnitude_masks_,
     magnitude_masks,
     prune_magnitude_,
     sparsity_for_mac_reduction,
 )
 
-__all__ += ["MacBudgetConfig", "MacBudgetResult", "prune_mac_budget_", "MagnitudeConfig", "prune_magnitude_", "AGPPlugin", "magnitude_masks", "apply_magnitude_masks_", "sparsity_for_mac_reduction"]  # noqa: E501
+__all__ += ["MacBudgetConfig", "MacBudgetResult", "prune_mac_budget_", "MagnitudeConfig", "MagnitudeResult", "prune_magnitude_", "AGPPlugin", "magnitude_masks", "apply_magnitude_masks_", "sparsity_for_mac_reduction"]  # noqa: E501

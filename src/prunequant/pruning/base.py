@@ -6,14 +6,17 @@ hard mask into the stored weight (exact zeros) and removes the parametrization.
 """
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..errors import ConfigError, LayerError, ShapeError, UnsupportedModuleError
+from ..core.chain import WeightChain, has_chain, weight_chains
+from ..core.checks import check_weight
+from ..core.masks import FixedMask, MaskParametrization
+from ..core.targets import SUPPORTED_TYPES, Selector, compressible_weights, weight_key
+from ..errors import ConfigError, LayerError, ShapeError
 
 __all__ = [
     "SUPPORTED_TYPES",
@@ -30,65 +33,6 @@ __all__ = [
     "prunable_modules",
 ]
 
-SUPPORTED_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Linear, nn.Conv1d, nn.Conv2d, nn.LSTM, nn.GRU, nn.MultiheadAttention,
-)
-_RNN_WEIGHT_PREFIXES = ("weight_ih_l", "weight_hh_l", "weight_hr_l")
-
-
-class MaskParametrization(nn.Module):
-    """Base class of every pruning parametrization: ``forward(w)`` gives the (soft or hard) masked weight,
-    ``hard_mask(w)`` the boolean keep-mask that :func:`finalize_masks_` bakes in."""
-
-    def hard_mask(self, w: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def forward(self, w: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-class FixedMask(MaskParametrization):
-    """A fixed boolean keep-mask stored as a buffer (magnitude, MAC-budget pruning, fine-tuning).
-
-    Update it in place (``p.mask.copy_(new)``) or via :func:`apply_mask_` for gradual schedules.
-    Pruned weights get zero gradient because the forward multiplies by the mask.
-    """
-
-    def __init__(self, mask: Tensor):
-        super().__init__()
-        self.register_buffer("mask", mask.detach().to(torch.bool).clone())
-
-    def forward(self, w: Tensor) -> Tensor:
-        return w * self.mask.to(w.dtype)
-
-    def hard_mask(self, w: Tensor) -> Tensor:
-        return self.mask
-
-
-def _weight_names(module: nn.Module) -> list[str]:
-    """Names of the prunable weight tensors of a supported module (directly owned by it)."""
-    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-        return ["weight"]
-    if isinstance(module, (nn.LSTM, nn.GRU)):
-        return [n for n in module._flat_weights_names if n.startswith(_RNN_WEIGHT_PREFIXES)]
-    if isinstance(module, nn.MultiheadAttention):
-        # out_proj is a Linear child and is listed on its own.
-        if module._qkv_same_embed_dim:
-            return ["in_proj_weight"]
-        return ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
-    return []
-
-
-def _matches(name: str, module: nn.Module, selectors: Iterable[str | type]) -> bool:
-    for s in selectors:
-        if isinstance(s, type):
-            if isinstance(module, s):
-                return True
-        elif name == s or fnmatch.fnmatchcase(name, s):
-            return True
-    return False
-
-
 def prunable_modules(
     model: nn.Module,
     include: Sequence[str | type] | None = None,
@@ -100,90 +44,24 @@ def prunable_modules(
     ``include`` / ``exclude`` hold module names (exact or ``fnmatch`` patterns such as ``"features.*"``) or
     module types; ``types`` restricts the supported types considered. A module named exactly in ``include``
     that is not prunable raises :class:`UnsupportedModuleError`; an exact name that does not exist raises
-    :class:`ConfigError`.
+    :class:`ConfigError`. An empty ``include`` selects nothing. See :func:`prunequant.core.compressible_weights`.
     """
-    include = list(include) if include is not None else None
-    exclude = list(exclude) if exclude is not None else []
-    allowed = tuple(types) if types is not None else SUPPORTED_TYPES
-    bad = [t for t in allowed if not (isinstance(t, type) and issubclass(t, SUPPORTED_TYPES))]
-    if bad:
-        raise UnsupportedModuleError(
-            f"unsupported module type(s) for pruning: {', '.join(getattr(t, '__name__', str(t)) for t in bad)}; "
-            f"supported: {', '.join(t.__name__ for t in SUPPORTED_TYPES)}")
-    named = dict(model.named_modules())
-    if include is not None:
-        for s in include:
-            if isinstance(s, str) and not any(c in s for c in "*?["):
-                if s not in named:
-                    raise ConfigError(f"include: no module named '{s}' in {type(model).__name__}")
-                if not isinstance(named[s], allowed):
-                    raise UnsupportedModuleError(
-                        f"include: module '{s}' ({type(named[s]).__name__}) cannot be pruned; supported: "
-                        f"{', '.join(t.__name__ for t in allowed)}")
-    out: list[tuple[str, nn.Module, str]] = []
-    for name, module in named.items():
-        if not isinstance(module, allowed):
-            continue
-        if include is not None and not _matches(name, module, include):
-            continue
-        if _matches(name, module, exclude):
-            continue
-        for p in _weight_names(module):
-            out.append((name, module, p))
-    return out
-
-
-def check_weight(w: Tensor, layer: str) -> None:
-    """Raise :class:`LayerError` naming ``layer`` if ``w`` is empty or holds NaN/Inf."""
-    if w.numel() == 0:
-        raise LayerError(f"layer '{layer}': weight is empty")
-    if not torch.isfinite(w).all():
-        n_bad = int((~torch.isfinite(w)).sum())
-        raise LayerError(f"layer '{layer}': weight has {n_bad} NaN/Inf value(s)")
-
-
-def _mask_index(module: nn.Module, param_name: str) -> int | None:
-    if not parametrize.is_parametrized(module, param_name):
-        return None
-    for i, p in enumerate(module.parametrizations[param_name]):
-        if isinstance(p, MaskParametrization):
-            return i
-    return None
+    if include is not None and len(include) == 0:
+        return []
+    refs = compressible_weights(model, Selector.of(include, exclude, types))
+    return [(r.name, r.module, r.param_name) for r in refs]
 
 
 def get_mask(module: nn.Module, param_name: str = "weight") -> MaskParametrization | None:
-    """The mask parametrization on ``module.<param_name>``, or ``None``."""
-    i = _mask_index(module, param_name)
-    return None if i is None else module.parametrizations[param_name][i]
-
-
-def _mask_input(module: nn.Module, param_name: str, index: int) -> Tensor:
-    """The tensor that enters the mask parametrization (original passed through earlier parametrizations)."""
-    plist = module.parametrizations[param_name]
-    x = plist.original
-    for p in list(plist)[:index]:
-        x = p(x)
-    return x
-
-
-def _raw_weight(module: nn.Module, param_name: str) -> Tensor:
-    if parametrize.is_parametrized(module, param_name):
-        return module.parametrizations[param_name].original
-    return getattr(module, param_name)
+    """The mask parametrization on ``module.<param_name>``, or ``None`` (also when there is no such tensor)."""
+    if not has_chain(module, param_name):
+        return None
+    return WeightChain(module, param_name).mask
 
 
 def mask_parametrizations(model: nn.Module) -> list[tuple[str, nn.Module, str, MaskParametrization]]:
     """Every ``(module_name, module, param_name, mask)`` in ``model`` that carries a mask parametrization."""
-    out = []
-    for name, module in model.named_modules():
-        plists = getattr(module, "parametrizations", None)
-        if plists is None:
-            continue
-        for pname in list(plists.keys()):
-            m = get_mask(module, pname)
-            if m is not None:
-                out.append((name, module, pname, m))
-    return out
+    return [(c.name, c.module, c.param_name, c.mask) for c in weight_chains(model) if c.mask is not None]
 
 
 def apply_mask_(
@@ -202,8 +80,8 @@ def apply_mask_(
     layer = layer_name or type(module).__name__
     if not hasattr(module, param_name):
         raise ConfigError(f"layer '{layer}' has no parameter '{param_name}'")
-    raw = _raw_weight(module, param_name)
-    check_weight(raw.detach(), f"{layer}.{param_name}")
+    raw = WeightChain(module, param_name, layer).original
+    check_weight(raw.detach(), weight_key(layer, param_name))
     if mask is None:
         raise ConfigError(f"layer '{layer}': apply_mask_ needs a mask tensor or MaskParametrization")
     if isinstance(mask, Tensor):
@@ -220,9 +98,9 @@ def apply_mask_(
     else:
         raise ConfigError(f"layer '{layer}': mask must be a Tensor or MaskParametrization, got "
                           f"{type(mask).__name__}")
-    i = _mask_index(module, param_name)
-    if i is not None:
-        module.parametrizations[param_name][i] = par
+    chain = WeightChain(module, param_name, layer)
+    if chain.mask is not None:
+        module.parametrizations[param_name][chain.index(chain.mask)] = par
     else:
         parametrize.register_parametrization(module, param_name, par)
     return par
@@ -231,11 +109,12 @@ def apply_mask_(
 @torch.no_grad()
 def kept_mask(module: nn.Module, param_name: str = "weight") -> Tensor:
     """Boolean tensor of weights that are non-zero after pruning (hard mask applied, exact zeros counted)."""
-    i = _mask_index(module, param_name)
-    if i is None:
-        return getattr(module, param_name) != 0
-    x = _mask_input(module, param_name, i)
-    return module.parametrizations[param_name][i].hard_mask(x).to(torch.bool) & (x != 0)
+    chain = WeightChain(module, param_name)
+    mask = chain.mask
+    if mask is None:
+        return chain.effective() != 0
+    x = chain.input_of(mask)
+    return mask.hard_mask(x).to(torch.bool) & (x != 0)
 
 
 @torch.no_grad()
@@ -245,13 +124,14 @@ def finalize_masks_(model: nn.Module) -> nn.Module:
     The mask must be the first parametrization on its weight (prune before quantizing); other
     parametrizations stacked after it stay in place.
     """
-    for name, module, pname, par in mask_parametrizations(model):
-        i = _mask_index(module, pname)
+    for chain in [c for c in weight_chains(model) if c.mask is not None]:
+        name, module, pname, par = chain.name, chain.module, chain.param_name, chain.mask
+        i = chain.index(par)
         if i != 0:
             raise LayerError(f"layer '{name}.{pname}': the mask parametrization must come first to be finalized "
                              f"(found at position {i})")
         plist = module.parametrizations[pname]
-        orig = plist.original
+        orig = chain.original
         keep = par.hard_mask(orig).to(device=orig.device, dtype=torch.bool)
         orig.mul_(keep.to(orig.dtype))
         if len(plist) == 1:
@@ -270,7 +150,7 @@ def layer_sparsity(
     out = {}
     for name, module, pname in prunable_modules(model, include, exclude):
         k = kept_mask(module, pname)
-        out[f"{name}.{pname}" if name else pname] = 1.0 - float(k.sum()) / k.numel()
+        out[weight_key(name, pname)] = 1.0 - float(k.sum()) / k.numel()
     return out
 
 

@@ -10,17 +10,24 @@ Functional core (vectorized over channels, CPU or CUDA)::
 Model level::
 
     quantize_(model, PWLQConfig(wbits=4, abits=8), calibration_data=loader)
+    quantize_(model, UniformConfig(wbits=8), calibration_data=loader)
+    quantize_(model, Log2Config(wbits=4), calibration_data=loader)
 
-Importing this package registers :class:`PWLQConfig` with :func:`prunequant.api.register_handler`.
+Importing this package registers the configs with :mod:`prunequant.registry` and the weight quantizers
+(``uniform``, ``pwlq``, ``log2``) with the quantizer registry of :mod:`prunequant.core.quantizer`.
 """
 from .base import (
                    ActFakeQuant,
+                   IntForm,
+                   QuantSpec,
                    WeightFakeQuant,
                    attach_input_quant,
                    check_bits,
                    check_weight,
                    detach_input_quant,
                    from_channels,
+                   quantizer_from_spec,
+                   register_quantizer,
                    to_channels,
 )
 from .bias_correction import apply_bias_correction, bias_correction_terms
@@ -35,15 +42,17 @@ from .breakpoints import (
                    find_breakpoints,
 )
 from .calibration import CALIBRATION_METHODS, RangeObserver, calibrate_ranges
-from .config import PWLQConfig
+from .config import PTQConfig, PWLQConfig, UniformConfig
 from .handler import (
                    LayerQuantStats,
                    QuantizationResult,
                    finalize_quantization_,
                    make_weight_quantizer,
-                   quantize_model,
+                   quantize_weights_,
+                   register_ptq_config,
 )
 from .lloyd_max import lloyd_max, lloyd_max_mse, nearest_level_sse
+from .log2 import Log2Config, Log2WeightQuant
 from .pwlq import (
                    VARIANTS,
                    PWLQWeightQuant,
@@ -70,6 +79,16 @@ __all__ = [
                    "METHODS",
                    "VARIANTS",
                    "ActFakeQuant",
+                   "IntForm",
+                   "Log2Config",
+                   "Log2WeightQuant",
+                   "PTQConfig",
+                   "QuantSpec",
+                   "UniformConfig",
+                   "quantize_weights_",
+                   "quantizer_from_spec",
+                   "register_ptq_config",
+                   "register_quantizer",
                    "ChannelErrors",
                    "LayerQuantStats",
                    "PWLQConfig",
@@ -104,7 +123,6 @@ __all__ = [
                    "pwlq_levels",
                    "pwlq_quantize",
                    "quantize_affine",
-                   "quantize_model",
                    "quantize_symmetric",
                    "symmetric_scale",
                    "to_channels",

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..core.targets import set_submodule
 from ..errors import LayerError
 
 FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -100,12 +101,6 @@ def fold_pair(layer: nn.Module, bn: nn.Module, name: str = "layer", remove_bn: b
         bn.running_var.fill_(1.0 - bn.eps)
 
 
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 def fold_batchnorm(model: nn.Module, remove_bn: bool = False) -> list[tuple[str, str]]:
     """Fold every BatchNorm that directly follows a Conv/Linear into it; returns the (layer, bn) name pairs.
 
@@ -117,5 +112,5 @@ def fold_batchnorm(model: nn.Module, remove_bn: bool = False) -> list[tuple[str,
     for layer_name, bn_name in pairs:
         fold_pair(model.get_submodule(layer_name), model.get_submodule(bn_name), layer_name, remove_bn)
         if remove_bn:
-            _set_submodule(model, bn_name, nn.Identity())
+            set_submodule(model, bn_name, nn.Identity())
     return pairs

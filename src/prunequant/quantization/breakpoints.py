@@ -11,9 +11,11 @@ Methods (``find_breakpoints(..., method=...)``):
   (no distribution assumption). Errors are computed exactly from sorted weights and prefix sums, so one
   candidate costs O(levels * log K) instead of O(K).
 
-Breakpoints are returned as absolute values, shape (C, n). With one breakpoint they lie in (0, m/2) (ratios
-clamped to [0.001, 0.499]); with several, 0 < p_1 < ... < p_n < m. Degenerate channels (max 0, std 0 or a
-single weight) get evenly spaced breakpoints (p_l = l m / (n + 1), ratio 0.499 for n = 1); every weight of
+Breakpoints are returned as absolute values, shape (C, n). With one breakpoint the empirical search scans p/m
+over ``ratio_range`` (default [0.001, 0.95]: trained layers put the optimum above m/2 on many channels, so the
+paper's p < m/2 would cut it off); the prior-based methods keep the paper's (0, m/2) (ratio <= 0.499). With
+several breakpoints, 0 < p_1 < ... < p_n < m. Degenerate channels (max 0, std 0 or a
+single weight) get evenly spaced breakpoints (p_l = l m / (n + 1)); every weight of
 such a channel is reproduced exactly.
 """
 from __future__ import annotations
@@ -25,20 +27,31 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from .base import check_bits, check_weight, to_channels
-from .pwlq import MAX_BREAKPOINTS, _magnitude_quant, check_variant, magnitude_cells
+from .pwlq_ops import MAX_BREAKPOINTS, check_variant, magnitude_cells, magnitude_quant
 
 METHODS = ("empirical", "gaussian_closed", "laplace_closed", "gaussian_bisect", "laplace_bisect")
 PRIORS = ("gaussian", "laplace")
-RATIO_MIN, RATIO_MAX = 1e-3, 0.499
+RATIO_MIN, RATIO_MAX = 1e-3, 0.499          # prior-based methods: the paper's admissible (0, m/2)
+SEARCH_RANGE = (1e-3, 0.95)                 # empirical search, 1 breakpoint: default bounds of p/m
+CAPPED_RANGE = (1e-3, 0.499)                # the range searched before issue 15 (kept for comparisons)
 GAUSS_FIT = (0.86143114, 0.607901097496529)      # p~ = ln(a m~ + b), supplement S1.1
 LAPLACE_FIT = (0.80304483, -0.3166785508381478)  # p~ = a sqrt(m~) + b
 STD_EPS = 1e-12
-# Empirical search, 1 breakpoint: ratio p/m on a grid, then refine around the best (half-width, step).
-# The reference code scans 0.1..0.9 with steps 0.1/0.01/0.001. We scan the admissible (0, 0.5) at 0.01 first,
-# because the empirical error of a small channel with outliers has several local minima (a 0.1 grid can land
-# >10% above the best breakpoint), then refine at 0.001 and 0.0001. Exact sorted-prefix errors keep it cheap.
-SEARCH_STAGE1 = tuple(0.01 * i for i in range(1, 50))
-SEARCH_REFINE = ((0.01, 0.001), (0.001, 0.0001))
+# Empirical search, 1 breakpoint, over p/m in ``ratio_range`` (default 0.001..0.95: the reference code scans
+# 0.1..0.9, and trained layers put the optimum above 0.5 on 11-32% of their channels). Stage 1: a grid of step
+# 0.025 over the range. The empirical error of a channel has several local minima, so stage 2 refines around the
+# SEARCH_BASINS best stage-1 points (not only the best) at 0.005, stages 3-4 the best at 0.0005 and 0.0001. About
+# 92 candidate evaluations per channel (the old capped search: 91); errors are exact (sorted prefix sums).
+SEARCH_STAGE1_STEP = 0.025
+SEARCH_BASINS = 2
+SEARCH_REFINE = ((0.025, 0.005), (0.005, 0.0005), (0.0005, 0.0001))
+# search="auto": small channels (fan-in x (2^b - 1) <= EXACT_MAX_EVENTS: depthwise and first layers) are solved
+# exactly (their error as a function of p is jagged, and enumerating the pieces where it is a quadratic is cheap);
+# larger ones use the grid. search="exact" solves every channel exactly (slower: O(G log G), G = fan-in (2^b - 1)).
+SEARCHES = ("auto", "exact", "grid")
+EXACT_MAX_EVENTS = 1024
+EXACT_CHUNK_ELEMENTS = 1 << 20
+EXACT_MARGIN = 4e-7
 # Several breakpoints: coordinate-wise search of t in (0, 1), p_l = p_(l-1) + t (p_(l+1) - p_(l-1)).
 COORD_STAGE1 = tuple(0.1 * i for i in range(1, 10))
 COORD_REFINE = ((0.1, 0.01), (0.01, 0.001))
@@ -202,7 +215,7 @@ class ChannelErrors:
         out = []
         for c0 in range(0, self.C, step):  # chunks of channels bound the memory; not per channel
             a = self.a[c0:c0 + step, None, :]
-            val, _, _ = _magnitude_quant(a, P[c0:c0 + step].to(a.dtype), self.bits, self.variant)
+            val, _, _ = magnitude_quant(a, P[c0:c0 + step].to(a.dtype), self.bits, self.variant)
             out.append(((a - val).to(torch.float64) ** 2).sum(-1))
         return torch.cat(out, 0)
 
@@ -212,8 +225,24 @@ def _argmin_pick(values: Tensor, sse: Tensor) -> tuple[Tensor, Tensor]:
     return values.gather(1, j)[:, 0], sse.gather(1, j)[:, 0]
 
 
-def _grid_search_one(err: ChannelErrors, m: Tensor) -> Tensor:
-    """Coarse-to-fine search of the ratio p/m for one breakpoint, all channels at once -> (C,)."""
+def check_ratio_range(ratio_range) -> tuple[float, float]:
+    """Validate bounds (lo, hi) of the breakpoint ratio p/m: 0 < lo < hi < 1."""
+    try:
+        lo, hi = (float(v) for v in ratio_range)
+    except (TypeError, ValueError):
+        raise ConfigError(f"breakpoint ratio range must be a pair (lo, hi), got {ratio_range!r}") from None
+    if not 0.0 < lo < hi < 1.0:
+        raise ConfigError(f"breakpoint ratio range must satisfy 0 < lo < hi < 1, got ({lo}, {hi})")
+    return lo, hi
+
+
+def _grid_search_one(err: ChannelErrors, m: Tensor, ratio_range=SEARCH_RANGE) -> Tensor:
+    """Coarse-to-fine search of the ratio p/m in ``ratio_range`` for one breakpoint, all channels at once -> (C,).
+
+    Stage 1 scans the range at SEARCH_STAGE1_STEP; the first refinement runs around the SEARCH_BASINS best
+    stage-1 points at once (so a second basin is not lost to a coarse-grid tie); later ones around the best.
+    """
+    lo, hi = check_ratio_range(ratio_range)
     C = m.shape[0]
     dev, dt = m.device, torch.float64
 
@@ -221,13 +250,120 @@ def _grid_search_one(err: ChannelErrors, m: Tensor) -> Tensor:
         P = torch.stack([torch.zeros_like(r), r * m[:, None], m[:, None].expand_as(r)], -1)
         return err.sse(P)
 
-    r = torch.tensor(SEARCH_STAGE1, device=dev, dtype=dt).expand(C, -1)
-    best, _ = _argmin_pick(r, evaluate(r))
-    for half, step in SEARCH_REFINE:
+    n1 = max(2, int(math.floor((hi - lo) / SEARCH_STAGE1_STEP + 1e-9)) + 1)
+    r = torch.linspace(lo, lo + (n1 - 1) * SEARCH_STAGE1_STEP, n1, device=dev, dtype=dt)
+    r = torch.cat([r[r < hi], torch.tensor([hi], device=dev, dtype=dt)]).expand(C, -1)
+    sse = evaluate(r)
+    k = min(SEARCH_BASINS, r.shape[1])
+    seeds = r.gather(1, sse.topk(k, 1, largest=False).indices)  # (C, k)
+    best = None
+    for i, (half, step) in enumerate(SEARCH_REFINE):
         off = torch.arange(-half, half + step / 2, step, device=dev, dtype=dt)
-        r = (best[:, None] + off).clamp(RATIO_MIN, RATIO_MAX)
-        best, _ = _argmin_pick(r, evaluate(r))
+        centers = seeds if i == 0 else best[:, None]
+        cand = (centers[:, :, None] + off).reshape(C, -1).clamp(lo, hi)
+        if best is not None:
+            cand = torch.cat([best[:, None], cand], 1)
+        best, _ = _argmin_pick(cand, evaluate(cand))
     return best
+
+
+def _exact_search_one(a: Tensor, m: Tensor, bits: int, variant: str, lo: float, hi: float) -> Tensor:
+    """Exact minimiser of the empirical SSE over p in [lo m, hi m] (one breakpoint), all channels at once.
+
+    With one breakpoint every level is linear in p (center ``k c p``, c = 2/(2^b - 1) or 1/K; tail
+    ``p + k (m - p)/K``), so the SSE is an exact quadratic ``S - 2 B p + A p^2`` on each piece between two
+    consecutive *events*, the p where one magnitude changes cell: p = a (tail code 0 -> center code K), a center
+    rounding boundary a = (k + 1/2) c p, or a tail one a - p = (k + 1/2)(m - p)/K. Each event changes one
+    weight's (alpha, beta), i.e. A, B, S by a known delta; sorting the events and taking cumulative sums gives
+    every piece's quadratic, minimised in closed form. Cost O(G log G), G = K_w (2^b - 1) events per channel.
+    Returns ratios p/m, (C,) float64.
+    """
+    K = 2 ** (bits - 1) - 1
+    c = 2.0 / (2 ** bits - 1) if variant == "b_center" else 1.0 / K
+    a = a.to(torch.float64)
+    m = m.to(torch.float64)
+    C, Kw = a.shape
+    k = torch.arange(K, dtype=torch.float64, device=a.device)
+    G = Kw * (2 * K + 1)
+    step = max(1, EXACT_CHUNK_ELEMENTS // max(1, G))
+    out = []
+    for c0 in range(0, C, step):  # chunks of channels bound the memory; not per channel
+        x, mc = a[c0:c0 + step], m[c0:c0 + step]
+        cc = x.shape[0]
+        lo_v, hi_v = (lo * mc)[:, None], (hi * mc)[:, None]
+        # state at p = lo m
+        p0 = lo_v
+        tail = x >= p0
+        kc = torch.round(x / (c * p0).clamp(min=1e-300)).clamp(0, K)
+        kt = torch.round((x - p0) * K / (mc[:, None] - p0).clamp(min=1e-300)).clamp(0, K)
+        al = torch.where(tail, 1.0 - kt / K, kc * c)
+        r = x - torch.where(tail, kt * mc[:, None] / K, torch.zeros_like(x))
+        A0, B0, S0 = (al * al).sum(1), (al * r).sum(1), (r * r).sum(1)
+        # events: (position, d alpha^2, d alpha r, d r^2), each (cc, Kw, .)
+        xa, mm = x[:, :, None], mc[:, None, None]
+        pos_sw = x[:, :, None]                                                  # tail code 0 -> center code K
+        dA_sw = torch.full_like(pos_sw, (K * c) ** 2 - 1.0)
+        dB_sw = (K * c - 1.0) * xa
+        dS_sw = torch.zeros_like(pos_sw)
+        pos_c = xa / ((k + 0.5) * c)                                            # center code k+1 -> k
+        dA_c = ((k * c) ** 2 - ((k + 1) * c) ** 2).expand_as(pos_c)
+        dB_c = -c * xa.expand_as(pos_c)
+        dS_c = torch.zeros_like(pos_c)
+        pos_t = (xa * K - (k + 0.5) * mm) / (K - k - 0.5)                     # tail code k+1 -> k
+        a_new, a_old = 1.0 - k / K, 1.0 - (k + 1) / K
+        r_new, r_old = xa - k * mm / K, xa - (k + 1) * mm / K
+        dA_t = (a_new ** 2 - a_old ** 2).expand_as(pos_t)
+        dB_t = a_new * r_new - a_old * r_old
+        dS_t = r_new * r_new - r_old * r_old
+        pos = torch.cat([pos_sw, pos_c, pos_t], 2).reshape(cc, -1)
+        d = torch.stack([torch.cat(t, 2).reshape(cc, -1) for t in ((dA_sw, dA_c, dA_t), (dB_sw, dB_c, dB_t),
+                                                                  (dS_sw, dS_c, dS_t))], -1)
+        inside = (pos > lo_v) & (pos < hi_v)
+        pos = torch.where(inside, pos, hi_v)
+        d = d * inside[..., None]
+        pos, order = pos.sort(1)
+        cum = d.gather(1, order[..., None].expand_as(d)).cumsum(1)
+        A = torch.cat([A0[:, None], A0[:, None] + cum[..., 0]], 1)
+        B = torch.cat([B0[:, None], B0[:, None] + cum[..., 1]], 1)
+        S = torch.cat([S0[:, None], S0[:, None] + cum[..., 2]], 1)
+        left = torch.cat([lo_v, pos], 1)
+        right = torch.cat([pos, hi_v], 1)
+        # stay EXACT_MARGIN * m inside each piece, so that the breakpoint stored in float32 keeps the piece's
+        # assignment; pieces narrower than that are skipped (their neighbours' closed ends cover them)
+        margin = EXACT_MARGIN * mc[:, None]
+        span = right - left
+        p_star = torch.where(A > 1e-300, B / A.clamp(min=1e-300), 0.5 * (left + right))
+        p_star = torch.minimum(torch.maximum(p_star, left + margin), right - margin)
+        e = S - 2 * B * p_star + A * p_star * p_star
+        e = torch.where(span > 2 * margin, e, torch.full_like(e, float("inf")))
+        j = e.argmin(1, keepdim=True)
+        out.append(p_star.gather(1, j)[:, 0])
+    p = torch.cat(out)
+    return (p / m.clamp(min=1e-300)).clamp(lo, hi)
+
+
+def dense_grid_breakpoints(w: Tensor, bits: int, ratio_range=SEARCH_RANGE, step: float = 2e-4, *,
+                           variant: str = "b_center", dim: int | None = 0) -> tuple[Tensor, Tensor]:
+    """Reference for tests and benchmarks: best p/m of a dense grid (one breakpoint) and its SSE, per channel.
+
+    Returns (ratios (C,), sse (C,) float64). Costs ~(hi - lo)/step error evaluations per channel.
+    """
+    lo, hi = check_ratio_range(ratio_range)
+    x = to_channels(w.detach(), dim)
+    m = x.abs().amax(1).to(torch.float64)
+    err = ChannelErrors(x.abs(), bits, variant)
+    grid = torch.arange(lo, hi + step / 2, step, dtype=torch.float64, device=m.device)
+    best_r, best_e = None, None
+    for chunk in grid.split(256):  # a few big batches of candidates, not a loop over channels
+        r = chunk.expand(m.shape[0], -1)
+        P = torch.stack([torch.zeros_like(r), r * m[:, None], m[:, None].expand_as(r)], -1)
+        cr, ce = _argmin_pick(r, err.sse(P))
+        if best_e is None:
+            best_r, best_e = cr, ce
+        else:
+            better = ce < best_e
+            best_r, best_e = torch.where(better, cr, best_r), torch.where(better, ce, best_e)
+    return best_r, best_e
 
 
 def _coordinate_search(err: ChannelErrors, P: Tensor) -> Tensor:
@@ -269,12 +405,34 @@ def channel_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 def find_breakpoints(w: Tensor, bits: int, method: str = "empirical", n_breakpoints: int = 1, *,
                      variant: str = "b_center", dim: int | None = 0, truncated: bool = False,
+                     ratio_range: tuple[float, float] = SEARCH_RANGE, search: str = "auto",
                      name: str = "tensor") -> Tensor:
     """Breakpoints (C, n) for PWLQ of ``w`` per slice along ``dim`` ((1, n) per tensor with ``dim=None``).
 
+    Args:
+        w: weight tensor; bits: code bits b; method: one of :data:`METHODS`; n_breakpoints: 1..3.
+        variant, truncated: quantizer variant; renormalise the prior to [-m, m] (bisection methods).
+        ratio_range: bounds (lo, hi) of p/m for one breakpoint. The empirical search scans all of it (default
+            0.001..0.95, wide enough for trained layers); the prior-based methods stay inside the paper's
+            (0, m/2) and are clamped to [lo, min(hi, 0.499)].
+        search: empirical, one breakpoint: ``"exact"`` (piecewise-quadratic sweep, the true optimum in the range),
+            ``"grid"`` (coarse-to-fine grid, several basins) or ``"auto"`` (exact for channels with
+            fan-in x (2^b - 1) <= EXACT_MAX_EVENTS, grid above).
+
     ``bits`` and ``variant`` matter only for ``method="empirical"`` (the prior-based optimum does not depend
-    on b). ``truncated`` renormalises the prior to [-m, m] for the bisection methods.
+    on b).
+
+    Returns:
+        absolute breakpoints, (C, n), dtype of ``w``.
+
+    Example:
+        >>> p = find_breakpoints(torch.randn(8, 64), 4)
+        >>> p.shape
+        torch.Size([8, 1])
     """
+    lo, hi = check_ratio_range(ratio_range)
+    if search not in SEARCHES:
+        raise ConfigError(f"breakpoint search must be one of {SEARCHES}, got {search!r}")
     check_bits(bits)
     check_variant(variant)
     check_weight(w, name)
@@ -298,8 +456,11 @@ def find_breakpoints(w: Tensor, bits: int, method: str = "empirical", n_breakpoi
         ratio = bisect_breakpoints(mt, n, prior, truncated) / mt[:, None]
     if method == "empirical":
         err = ChannelErrors(x.abs(), bits, variant)
-        if n == 1:
-            ratio = _grid_search_one(err, m)[:, None]
+        if n == 1 and (search == "exact" or (search == "auto"
+                                              and x.shape[1] * (2 ** bits - 1) <= EXACT_MAX_EVENTS)):
+            ratio = _exact_search_one(x.abs(), m, bits, variant, lo, hi)[:, None]
+        elif n == 1:
+            ratio = _grid_search_one(err, m, (lo, hi))[:, None]
         else:
             P = _bounds_norm(ratio * m[:, None], m)
             ratio = _coordinate_search(err, P)[:, 1:-1] / m.clamp(min=1e-300)[:, None]
@@ -307,7 +468,7 @@ def find_breakpoints(w: Tensor, bits: int, method: str = "empirical", n_breakpoi
     even = torch.arange(1, n + 1, dtype=torch.float64, device=m.device) / (n + 1)
     ratio = torch.where(degenerate[:, None], even.expand_as(ratio), ratio)
     if n == 1:
-        ratio = ratio.clamp(RATIO_MIN, RATIO_MAX)
+        ratio = ratio.clamp(lo, hi if method == "empirical" else max(lo, min(hi, RATIO_MAX)))
     else:  # the searches keep 0 < p_1 < ... < p_n < m; guard the ends
         ratio = ratio.clamp(1e-4, 1 - 1e-4)
     return (ratio * m[:, None]).to(w.dtype)

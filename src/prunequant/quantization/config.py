@@ -1,50 +1,50 @@
-"""``PWLQConfig``: every choice of the post-training quantization pipeline, validated on construction."""
+"""Post-training quantization configs: the shared pipeline fields (:class:`PTQConfig`) and one config per
+weight quantizer (:class:`PWLQConfig`, :class:`UniformConfig`; ``Log2Config`` lives in :mod:`.log2`).
+
+A config says *what* quantizer to attach (:meth:`PTQConfig.make_quantizer`); the one transform
+(:func:`~prunequant.quantization.handler.quantize_weights_`) walks the model, folds BN, calibrates activations and
+attaches what the config makes. A new weight quantizer subclasses :class:`PTQConfig` and implements
+``make_quantizer`` (see docs/DEVELOPING.md, "How to add a quantizer").
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from torch import Tensor
+
 from ..errors import ConfigError
-from .base import check_bits
-from .breakpoints import METHODS
+from .base import WeightFakeQuant, check_bits
+from .breakpoints import METHODS, SEARCH_RANGE, SEARCHES, check_ratio_range
 from .calibration import CALIBRATION_METHODS
-from .pwlq import MAX_BREAKPOINTS, VARIANTS
+from .pwlq import MAX_BREAKPOINTS, VARIANTS, PWLQWeightQuant
+from .uniform import UniformWeightQuant
 
 SCHEMES = ("pwlq", "uniform")
 GRANULARITIES = ("channel", "tensor")
 
 
 @dataclass
-class PWLQConfig:
-    """Post-training quantization: ``quantize_(model, PWLQConfig(...), calibration_data=...)``.
-
-    Defaults follow the paper's pipeline (BN folded, per-channel weights, 8-bit per-layer activations with top-10
-    median calibration, bias correction on) with two documented choices of ours: ``variant="b_center"`` and
-    ``breakpoint_method="empirical"`` (see docs/pwlq.md for why).
+class PTQConfig:
+    """Fields every post-training weight quantizer shares (the pipeline around the quantizer).
 
     * ``wbits`` / ``abits``: weight and activation bits (2..16); ``abits=None`` quantizes weights only.
-    * ``scheme``: ``"pwlq"`` or ``"uniform"`` (baseline; ``uniform_symmetric`` picks symmetric or affine).
     * ``granularity``: ``"channel"`` (per output channel) or ``"tensor"``.
-    * ``variant``, ``breakpoint_method``, ``n_breakpoints`` (1..3): PWLQ choices.
     * ``bias_correction``: per-channel mean/std correction of the quantized weights.
-    * ``calibration``: ``"topk_median"`` (``topk``), ``"percentile"`` (``percentile``) or ``"minmax"``;
+    * ``fold_bn``: fold BatchNorm into the preceding conv/linear first.
+    * ``calibration``: ``"auto"`` (default: per layer, the range with the least error at the layer's output),
+      ``"topk_median"`` (``topk``; the paper's), ``"percentile"`` (``percentile``), ``"minmax"`` or ``"mse"``;
       ``calibration_batch_size`` splits a Tensor of calibration inputs; ``calibration_batches`` caps batches.
     * ``skip``: module names or fnmatch patterns left in floating point; ``keep_8bit``: modules quantized at 8
       bits (weights and input activations) whatever ``wbits``/``abits`` are.
-    * ``quantize_pool_inputs``: also quantize inputs of adaptive average pools (as in the paper).
-    * ``lloyd_max``: compute each layer's Lloyd-Max MSE with the same number of levels (reference optimum).
+    * ``quantize_pool_inputs``: also quantize inputs of adaptive average pools (as in the PWLQ paper).
     """
 
     wbits: int = 4
     abits: int | None = 8
-    scheme: str = "pwlq"
     granularity: str = "channel"
-    variant: str = "b_center"
-    breakpoint_method: str = "empirical"
-    n_breakpoints: int = 1
-    uniform_symmetric: bool = True
     bias_correction: bool = True
     fold_bn: bool = True
-    calibration: str = "topk_median"
+    calibration: str = "auto"
     topk: int = 10
     percentile: float = 99.99
     calibration_batch_size: int = 32
@@ -52,19 +52,82 @@ class PWLQConfig:
     skip: tuple[str, ...] = field(default_factory=tuple)
     keep_8bit: tuple[str, ...] = field(default_factory=tuple)
     quantize_pool_inputs: bool = True
-    lloyd_max: bool = True
 
     def __post_init__(self):
+        name = type(self).__name__
         check_bits(self.wbits, "wbits")
         if self.abits is not None:
             check_bits(self.abits, "abits")
-        for name, value, allowed in (("scheme", self.scheme, SCHEMES),
-                                     ("granularity", self.granularity, GRANULARITIES),
-                                     ("variant", self.variant, VARIANTS),
-                                     ("breakpoint_method", self.breakpoint_method, METHODS),
-                                     ("calibration", self.calibration, CALIBRATION_METHODS)):
+        for key, value, allowed in (("granularity", self.granularity, GRANULARITIES),
+                                    ("calibration", self.calibration, CALIBRATION_METHODS)):
             if value not in allowed:
-                raise ConfigError(f"PWLQConfig.{name} must be one of {allowed}, got {value!r}")
+                raise ConfigError(f"{name}.{key} must be one of {allowed}, got {value!r}")
+        if not isinstance(self.topk, int) or self.topk < 1:
+            raise ConfigError(f"{name}.topk must be an integer >= 1, got {self.topk!r}")
+        if not 50.0 < float(self.percentile) <= 100.0:
+            raise ConfigError(f"{name}.percentile must be in (50, 100], got {self.percentile!r}")
+        if not isinstance(self.calibration_batch_size, int) or self.calibration_batch_size < 1:
+            raise ConfigError(f"{name}.calibration_batch_size must be >= 1, got {self.calibration_batch_size!r}")
+        if self.calibration_batches is not None and (not isinstance(self.calibration_batches, int)
+                                                     or self.calibration_batches < 1):
+            raise ConfigError(f"{name}.calibration_batches must be None or >= 1, got {self.calibration_batches!r}")
+        if isinstance(self.skip, str) or isinstance(self.keep_8bit, str):
+            raise ConfigError(f"{name}.skip and keep_8bit take a list of names/patterns, not a single string")
+        self.skip, self.keep_8bit = tuple(self.skip), tuple(self.keep_8bit)
+
+    @property
+    def dim(self) -> int | None:
+        return 0 if self.granularity == "channel" else None
+
+    @property
+    def scheme_name(self) -> str:
+        """The weight quantizer's registry scheme (for reports)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def make_quantizer(self, w: Tensor, bits: int, name: str) -> WeightFakeQuant:  # pragma: no cover - abstract
+        """The weight quantizer this config asks for, fitted to ``w`` at ``bits``; ``name`` for error messages."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["skip"], d["keep_8bit"] = list(self.skip), list(self.keep_8bit)
+        d["scheme"] = self.scheme_name
+        return d
+
+
+@dataclass
+class PWLQConfig(PTQConfig):
+    """Post-training PWLQ: ``quantize_(model, PWLQConfig(...), calibration_data=...)``.
+
+    Defaults follow the paper's pipeline (BN folded, per-channel weights, 8-bit per-layer activations with top-10
+    median calibration, bias correction on) with two documented choices of ours: ``variant="b_center"`` and
+    ``breakpoint_method="empirical"`` (see docs/pwlq.md for why). Shared fields: :class:`PTQConfig`.
+
+    * ``variant``, ``breakpoint_method``, ``n_breakpoints`` (1..3): PWLQ choices.
+    * ``breakpoint_range``: bounds (lo, hi) of the breakpoint ratio p/m for one breakpoint (default 0.001..0.95,
+      wide enough that no trained layer's optimum is cut off; the paper's p < m/2 is ``(0.001, 0.499)``);
+      ``breakpoint_search``: ``"auto"``, ``"exact"`` or ``"grid"`` (see ``find_breakpoints``).
+    * ``scheme``: ``"pwlq"``, or ``"uniform"`` for the baseline (kept for existing callers; prefer
+      :class:`UniformConfig`); ``uniform_symmetric`` picks symmetric or affine for it.
+    """
+
+    scheme: str = "pwlq"
+    variant: str = "b_center"
+    breakpoint_method: str = "empirical"
+    n_breakpoints: int = 1
+    uniform_symmetric: bool = True
+    breakpoint_range: tuple[float, float] = SEARCH_RANGE
+    breakpoint_search: str = "auto"
+
+    def __post_init__(self):
+        super().__post_init__()
+        for key, value, allowed in (("scheme", self.scheme, SCHEMES), ("variant", self.variant, VARIANTS),
+                                    ("breakpoint_method", self.breakpoint_method, METHODS)):
+            if value not in allowed:
+                raise ConfigError(f"PWLQConfig.{key} must be one of {allowed}, got {value!r}")
+        if self.breakpoint_search not in SEARCHES:
+            raise ConfigError(f"PWLQConfig.breakpoint_search must be one of {SEARCHES}, got {self.breakpoint_search!r}")
+        self.breakpoint_range = check_ratio_range(self.breakpoint_range)
         if isinstance(self.n_breakpoints, bool) or not isinstance(self.n_breakpoints, int) or \
                 not 1 <= self.n_breakpoints <= MAX_BREAKPOINTS:
             raise ConfigError(f"PWLQConfig.n_breakpoints must be an integer in [1, {MAX_BREAKPOINTS}], "
@@ -72,24 +135,29 @@ class PWLQConfig:
         if self.breakpoint_method.endswith("_closed") and self.n_breakpoints != 1:
             raise ConfigError(f"breakpoint_method={self.breakpoint_method!r} has a closed form for one breakpoint "
                               f"only; use '{self.breakpoint_method.split('_')[0]}_bisect' or 'empirical'")
-        if not isinstance(self.topk, int) or self.topk < 1:
-            raise ConfigError(f"PWLQConfig.topk must be an integer >= 1, got {self.topk!r}")
-        if not 50.0 < float(self.percentile) <= 100.0:
-            raise ConfigError(f"PWLQConfig.percentile must be in (50, 100], got {self.percentile!r}")
-        if not isinstance(self.calibration_batch_size, int) or self.calibration_batch_size < 1:
-            raise ConfigError(f"PWLQConfig.calibration_batch_size must be >= 1, got {self.calibration_batch_size!r}")
-        if self.calibration_batches is not None and (not isinstance(self.calibration_batches, int)
-                                                     or self.calibration_batches < 1):
-            raise ConfigError(f"PWLQConfig.calibration_batches must be None or >= 1, got {self.calibration_batches!r}")
-        if isinstance(self.skip, str) or isinstance(self.keep_8bit, str):
-            raise ConfigError("PWLQConfig.skip and keep_8bit take a list of names/patterns, not a single string")
-        self.skip, self.keep_8bit = tuple(self.skip), tuple(self.keep_8bit)
 
     @property
-    def dim(self) -> int | None:
-        return 0 if self.granularity == "channel" else None
+    def scheme_name(self) -> str:
+        return self.scheme
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["skip"], d["keep_8bit"] = list(self.skip), list(self.keep_8bit)
-        return d
+    def make_quantizer(self, w: Tensor, bits: int, name: str) -> WeightFakeQuant:
+        if self.scheme == "uniform":
+            return UniformWeightQuant.from_weight(w, bits, symmetric=self.uniform_symmetric, dim=self.dim, name=name)
+        return PWLQWeightQuant.from_weight(w, bits, method=self.breakpoint_method, n_breakpoints=self.n_breakpoints,
+                                           variant=self.variant, dim=self.dim, name=name,
+                                           ratio_range=self.breakpoint_range, search=self.breakpoint_search)
+
+
+@dataclass
+class UniformConfig(PTQConfig):
+    """Post-training uniform quantization (paper eq. 1): symmetric (``symmetric=True``, max-scaled) or affine
+    per channel / per tensor. Shared fields: :class:`PTQConfig`."""
+
+    symmetric: bool = True
+
+    @property
+    def scheme_name(self) -> str:
+        return "uniform"
+
+    def make_quantizer(self, w: Tensor, bits: int, name: str) -> WeightFakeQuant:
+        return UniformWeightQuant.from_weight(w, bits, symmetric=self.symmetric, dim=self.dim, name=name)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import WeightFakeQuant, check_bits, check_weight, per_channel, ste, to_channels
+from .base import IntForm, WeightFakeQuant, check_bits, check_weight, per_channel, register_quantizer, ste, to_channels
 
 
 def code_range(bits: int, signed: bool) -> tuple[int, int]:
@@ -88,10 +88,15 @@ def quantize_affine(w: Tensor, bits: int, dim: int | None = 0) -> Tensor:
     return uniform_quantize(w, bits, s, z, signed=False, dim=dim)
 
 
+@register_quantizer("uniform")
 class UniformWeightQuant(WeightFakeQuant):
-    """Uniform weight parametrization with frozen per-channel (or per-tensor) scale and zero point."""
+    """Uniform weight parametrization with frozen per-channel (or per-tensor) scale and zero point.
 
-    scheme = "uniform"
+    Spec: attrs ``bits``, ``dim``, ``symmetric``; tensors ``scale``, ``zero_point`` (+ bias correction).
+    Integer form: its own codes (<= 8 bits, no bias correction). Joint candidate: symmetric, max-scaled.
+    """
+
+    joint_candidate = True
 
     def __init__(self, bits: int, scale: Tensor, zero_point: Tensor | None = None, *, symmetric: bool = True,
                  dim: int | None = 0):
@@ -124,6 +129,40 @@ class UniformWeightQuant(WeightFakeQuant):
 
     def _state(self) -> dict[str, Tensor]:
         return {"scale": self.scale, "zero_point": self.zero_point}
+
+    def _attrs(self) -> dict:
+        return {"symmetric": self.symmetric}
+
+    @classmethod
+    def _build(cls, attrs: dict, tensors: dict[str, Tensor]) -> UniformWeightQuant:
+        return cls(int(attrs["bits"]), tensors["scale"], tensors["zero_point"], symmetric=bool(attrs["symmetric"]),
+                   dim=attrs["dim"])
+
+    def int8_form(self, w: Tensor) -> IntForm | None:
+        if self.bits > 8 or self.bc_shift is not None or self.dim not in (0, None):
+            return None
+        codes = self.codes(w)["codes"]
+        out = w.shape[0] if w.dim() else 1
+        scale = self.scale.detach().float().reshape(-1).expand(out).clone() if self.dim is None \
+            else self.scale.detach().float().clone()
+        zp = self.zero_point.detach().reshape(-1).to(torch.int32).expand(out).clone() if self.dim is None \
+            else self.zero_point.detach().to(torch.int32).clone()
+        if self.symmetric:
+            return IntForm(codes, scale, zp, signed=True)
+        if self.bits == 8:  # 0..255 with a zero point: the uint8 container
+            return IntForm(codes, scale, zp, signed=False)
+        # <= 7-bit affine codes fit int8 after a shift by 2^(b-1) (codes and zero point alike)
+        half = 2 ** (self.bits - 1)
+        return IntForm(codes - half, scale, zp - half, signed=True)
+
+    @classmethod
+    def joint_quantize(cls, w: Tensor, bits: int, dim: int | None, param: Tensor | None) -> Tensor:
+        return uniform_quantize(w, bits, symmetric_scale(w, bits, dim), None, signed=True, dim=dim)
+
+    @classmethod
+    def joint_fixed(cls, w: Tensor, bits: int, dim: int | None, param: Tensor | None,
+                    name: str) -> UniformWeightQuant:
+        return cls.from_weight(w, bits, symmetric=True, dim=dim, name=name)
 
     def levels(self) -> Tensor:
         """All representable values per channel, (C, 2^b) (or (1, 2^b) per tensor)."""

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..errors import StorageError
-from ..io import load_state, save_state
+from ..storage import load_state, save_state
 
 _NAME = "ckpt-{step:08d}.safetensors"
 _PAT = re.compile(r"ckpt-(\d{8})\.safetensors$")

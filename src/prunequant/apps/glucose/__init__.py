@@ -1,8 +1,22 @@
-"""Blood glucose from near-infrared data with two stacked LSTMs (US20200293882A1 structure), a Beer–Lambert NIR
-simulator, the real chemotools fermentation spectra, clinical metrics, a PLS baseline and on-device compression.
+"""Blood glucose from sensor data with two stacked LSTMs (US20200293882A1 structure): a real CGM record (sensor
+current → device glucose, with a linear-calibration baseline), a Beer–Lambert NIR simulator (synthetic traces, or
+driven by the real CGM glucose with switchable temporal effects), the real chemotools fermentation spectra,
+clinical metrics, PLS baselines, on-device compression, and the workflows the CLI calls.
 
-See docs/glucose.md. Importing this package registers the ``glucose_lstm`` model for ``prunequant.io.load``.
+See docs/glucose.md. Importing :mod:`.model` registers the ``glucose_lstm`` model; ``prunequant.io.load`` imports
+that module on demand from the class path stored in the file.
 """
+from .cgm import (
+                   CGM_PROVENANCE,
+                   CGMRecord,
+                   LinearCalibration,
+                   load_cgm_record,
+                   prepare_cgm,
+                   read_cgm_csv,
+                   reference_points,
+                   time_split,
+)
+from .cgm_sim import TemporalEffects, simulate_cgm_nir
 from .data import (
                    FERMENTATION_RANGE,
                    Recordings,
@@ -50,6 +64,16 @@ from .simulate import (
 )
 
 __all__ = [
+                   "CGM_PROVENANCE",
+                   "CGMRecord",
+                   "LinearCalibration",
+                   "TemporalEffects",
+                   "load_cgm_record",
+                   "prepare_cgm",
+                   "read_cgm_csv",
+                   "reference_points",
+                   "simulate_cgm_nir",
+                   "time_split",
                    "FERMENTATION_RANGE",
                    "SNV",
                    "CompressSettings",

@@ -16,6 +16,11 @@ Optional (timeseries mode, ``project=k``): a linear input layer initialised to P
 readings (trainable, so it is pruned and quantized with the rest); it conditions the problem when C is a whole
 spectrum (see :meth:`GlucoseLSTM._init_projection`). It is our addition, not part of the patent's structure.
 
+Optional (timeseries mode, ``base_channel=k``): the output is a multiplicative correction of input channel ``k`` at
+the last step, ``x[:, -1, k] · (1 + base_scale · head)``, with the head initialised to zero (so the untrained model
+returns that channel) and channel ``k`` not fed to the LSTMs. Used on the real CGM record, where channel ``k`` is
+the causal linear calibration of the sensor current and the LSTMs learn what it misses (see :mod:`.cgm`).
+
 Our choices (the patent does not state them): hidden sizes (default 32/16, ~7k weights: wearable-sized), a linear
 readout on the last step, input standardisation and output de-standardisation stored as buffers
 (:meth:`GlucoseLSTM.fit_normalization`), so the saved model maps raw readings to glucose units on its own. The
@@ -90,7 +95,7 @@ class GlucoseLSTM(nn.Module):
     def __init__(self, mode: str = "timeseries", in_channels: int = 8, length: int | None = None,
                  hidden1: int = 32, hidden2: int = 16, linear_correction: bool = False, snv: bool = False,
                  sg_window: int = 0, sg_polyorder: int = 2, sg_deriv: int = 0, pool: int = 1, chunk: int = 1,
-                 project: int = 0, dropout: float = 0.0):
+                 project: int = 0, dropout: float = 0.0, base_channel: int = -1, base_scale: float = 0.1):
         super().__init__()
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
@@ -105,9 +110,15 @@ class GlucoseLSTM(nn.Module):
                 raise ConfigError("linear_correction, pool and chunk apply to mode='spectrum' only")
             if snv and in_channels < 2:
                 raise ConfigError("SNV across channels needs in_channels >= 2")
-            if not 0 <= project <= in_channels:
-                raise ConfigError(f"project must be in [0, in_channels={in_channels}], got {project}")
-            feat, steps = in_channels, None
+            if not -1 <= base_channel < in_channels:
+                raise ConfigError(f"base_channel must be -1 (off) or in [0, in_channels={in_channels}), "
+                                  f"got {base_channel}")
+            if base_channel >= 0 and (snv or sg_window or in_channels < 2):
+                raise ConfigError("base_channel (a multiplicative correction of one input channel) needs "
+                                  "in_channels >= 2 and no SNV / Savitzky-Golay front end")
+            feat, steps = in_channels - (base_channel >= 0), None
+            if not 0 <= project <= feat:
+                raise ConfigError(f"project must be in [0, {feat}], got {project}")
         else:
             if length is None or length < 1:
                 raise ConfigError("mode='spectrum' needs the spectrum length (number of points), got "
@@ -116,13 +127,15 @@ class GlucoseLSTM(nn.Module):
             steps = pooled // chunk
             if steps < 1:
                 raise ConfigError(f"length {length} with pool {pool} and chunk {chunk} leaves no LSTM step")
-            if project:
-                raise ConfigError("project (a PCA-initialised input layer) applies to mode='timeseries' only")
+            if project or base_channel >= 0:
+                raise ConfigError("project and base_channel apply to mode='timeseries' only")
             feat, in_channels = chunk, 1
         self.config = {"name": "glucose_lstm", "mode": mode, "in_channels": in_channels, "length": length,
                        "hidden1": hidden1, "hidden2": hidden2, "linear_correction": linear_correction,
                        "snv": snv, "sg_window": sg_window, "sg_polyorder": sg_polyorder, "sg_deriv": sg_deriv,
-                       "pool": pool, "chunk": chunk, "project": project, "dropout": dropout}
+                       "pool": pool, "chunk": chunk, "project": project, "dropout": dropout,
+                       "base_channel": base_channel, "base_scale": base_scale}
+        self.base_channel, self.base_scale = base_channel, float(base_scale)
         self.mode, self.length, self.pool, self.chunk, self.steps = mode, length, pool, chunk, steps
         self.in_channels, self.features = in_channels, feat
         self.linear_correction = LinearCorrection() if linear_correction else None
@@ -133,6 +146,9 @@ class GlucoseLSTM(nn.Module):
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.lstm2 = nn.LSTM(hidden1, hidden2, batch_first=True)
         self.head = nn.Linear(hidden2, 1)
+        if base_channel >= 0:  # start as the identity correction: output = base
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
         norm_shape = (1, feat) if mode == "timeseries" else (steps, feat)
         self.register_buffer("x_mean", torch.zeros(norm_shape))
         self.register_buffer("x_std", torch.ones(norm_shape))
@@ -161,6 +177,9 @@ class GlucoseLSTM(nn.Module):
     def front_end(self, x: torch.Tensor) -> torch.Tensor:
         """Fixed preprocessing → LSTM input (B, S, F), before standardisation."""
         x = self._check_input(x)
+        if self.base_channel >= 0:
+            keep = [c for c in range(self.in_channels) if c != self.base_channel]
+            return x[..., keep]
         if self.mode == "timeseries":
             if self.savgol is not None:
                 x = self.savgol(x.transpose(1, 2)).transpose(1, 2)
@@ -218,7 +237,10 @@ class GlucoseLSTM(nn.Module):
             z = self.proj(z)
         seq, _ = self.lstm1(z)
         out, _ = self.lstm2(self.drop(seq))
-        return self.head(out[:, -1]).squeeze(-1) * self.y_std + self.y_mean
+        h = self.head(out[:, -1]).squeeze(-1)
+        if self.base_channel >= 0:
+            return x[:, -1, self.base_channel] * (1.0 + self.base_scale * h)
+        return h * self.y_std + self.y_mean
 
     def buffer_bytes(self) -> int:
         """fp32 bytes of the fixed tensors inference needs besides the weights (standardisation, output scale,

@@ -186,8 +186,8 @@ def compress_glucose(model: GlucoseLSTM, x_train, y_train, x_val=None, y_val=Non
     if m.proj is not None:  # the input projection first, at high precision, weights only
         qres.append(quantize_(m, PWLQConfig(wbits=c.input_bits, abits=None, granularity="channel",
                                             bias_correction=False, breakpoint_method=c.breakpoint_method,
-                                            lloyd_max=False, skip=("lstm1", "lstm2", "head")), calibration_data=calib))
+                                            skip=("lstm1", "lstm2", "head")), calibration_data=calib))
     qres.append(quantize_(m, PWLQConfig(wbits=c.wbits, abits=c.abits, granularity=c.granularity, bias_correction=False,
-                                        breakpoint_method=c.breakpoint_method, lloyd_max=False,
+                                        breakpoint_method=c.breakpoint_method,
                                         skip=("proj",) if m.proj is not None else ()), calibration_data=calib))
     return m, CompressionOutcome(prune=pres, quant=qres, settings=asdict(c))

@@ -1,18 +1,33 @@
 """PNG plots for glucose results: Clarke grid, Parkes grid, predicted-vs-reference over time, spectra.
 
 Points are coloured by the zone the classifier in :mod:`.metrics` assigns, so a figure cannot contradict its table.
+Figures are drawn on a ``matplotlib.figure.Figure`` with an Agg canvas (matplotlib imported inside each function), so
+the user's pyplot backend is never switched and importing this module does not import matplotlib.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from .metrics import PARKES_T1_LOWER, PARKES_T1_UPPER, ZONES, clarke_zones, parkes_zones, zone_percentages
+
+
+def _figure(figsize):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
 
 _ZONE_COLORS = {"A": "tab:green", "B": "tab:olive", "C": "tab:orange", "D": "tab:red", "E": "darkred"}
 
@@ -35,7 +50,7 @@ def _scatter_by_zone(ax, ref: np.ndarray, pred: np.ndarray, zones: np.ndarray, l
 def plot_clarke(y_true, y_pred, path: str | Path, title: str = "Clarke error grid") -> Path:
     """Clarke error grid with its zone lines; points coloured by zone."""
     ref, pred = np.asarray(y_true, float).ravel(), np.asarray(y_pred, float).ravel()
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig, ax = _figure((6, 6))
     lim = max(400.0, float(ref.max()), float(pred.max()))
     _scatter_by_zone(ax, ref, pred, clarke_zones(ref, pred), lim)
     k = {"color": "k", "lw": 1}
@@ -52,27 +67,19 @@ def plot_clarke(y_true, y_pred, path: str | Path, title: str = "Clarke error gri
     ax.plot([240, 240], [70, 180], **k)
     ax.plot([240, lim], [180, 180], **k)
     ax.set_title(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_parkes(y_true, y_pred, path: str | Path, title: str = "Parkes (consensus) error grid, type 1") -> Path:
     """Parkes type 1 grid with its boundary polylines; points coloured by zone."""
     ref, pred = np.asarray(y_true, float).ravel(), np.asarray(y_pred, float).ravel()
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig, ax = _figure((6, 6))
     _scatter_by_zone(ax, ref, pred, parkes_zones(ref, pred), max(550.0, float(ref.max()), float(pred.max())))
     for line in (*PARKES_T1_UPPER, *PARKES_T1_LOWER):
         v = np.asarray(line, float)
         ax.plot(v[:, 0], v[:, 1], color="k", lw=1)
     ax.set_title(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_time_series(time_h, y_true, y_pred, path: str | Path, unit: str = "mg/dL",
@@ -80,7 +87,7 @@ def plot_time_series(time_h, y_true, y_pred, path: str | Path, unit: str = "mg/d
                      label: str = "prediction") -> Path:
     """Reference and prediction(s) against time (hours). ``extra`` adds more labelled prediction curves."""
     t = np.asarray(time_h, float).ravel()
-    fig, ax = plt.subplots(figsize=(9, 3.5))
+    fig, ax = _figure((9, 3.5))
     ax.plot(t, np.asarray(y_true, float).ravel(), "k.-", ms=4, lw=1, label="reference")
     ax.plot(t, np.asarray(y_pred, float).ravel(), "-", lw=1.2, color="tab:blue", label=label)
     for name, v in (extra or {}).items():
@@ -90,11 +97,7 @@ def plot_time_series(time_h, y_true, y_pred, path: str | Path, unit: str = "mg/d
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_spectra(wavelengths, spectra, path: str | Path, color_by=None, xlabel: str = "wavelength (nm)",
@@ -103,23 +106,23 @@ def plot_spectra(wavelengths, spectra, path: str | Path, color_by=None, xlabel: 
     w = np.asarray(wavelengths, float)
     s = np.asarray(spectra, float).reshape(-1, w.size)
     idx = np.linspace(0, len(s) - 1, min(max_lines, len(s))).astype(int)
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = _figure((8, 4))
     c = None if color_by is None else np.asarray(color_by, float).ravel()
-    cmap = plt.get_cmap("viridis")
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    cmap = colormaps["viridis"]
     lo, hi = (0.0, 1.0) if c is None else (float(c.min()), float(c.max()) + 1e-12)
     for i in idx:
         ax.plot(w, s[i], lw=0.7, color=cmap(0.5 if c is None else (c[i] - lo) / (hi - lo)))
     if c is not None:
-        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
+        sm = ScalarMappable(cmap=cmap, norm=Normalize(lo, hi))
         fig.colorbar(sm, ax=ax, label="glucose")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("absorbance")
     ax.set_title(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_traces(time_h, glucose, path: str | Path, isf=None, max_subjects: int = 4,
@@ -127,7 +130,7 @@ def plot_traces(time_h, glucose, path: str | Path, isf=None, max_subjects: int =
     """Blood glucose (and interstitial glucose, dashed) of the first few subjects; arrays (S, T)."""
     t = np.asarray(time_h, float)
     g = np.atleast_2d(np.asarray(glucose, float))
-    fig, ax = plt.subplots(figsize=(9, 3.5))
+    fig, ax = _figure((9, 3.5))
     for i in range(min(max_subjects, len(g))):
         line, = ax.plot(t, g[i], lw=1, label=f"subject {i}")
         if isf is not None:
@@ -137,8 +140,4 @@ def plot_traces(time_h, glucose, path: str | Path, isf=None, max_subjects: int =
     ax.set_ylabel("glucose (mg/dL)")
     ax.set_title(title + (" (dashed: interstitial)" if isf is not None else ""))
     ax.legend(fontsize=8, ncol=5)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)

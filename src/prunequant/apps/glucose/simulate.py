@@ -4,9 +4,9 @@ No public in-vivo NIR glucose data set ships in a package, so the app trains and
 
 **Glucose** (mg/dL, 1-minute Euler steps, sampled every ``sample_min``): per subject a basal level, three meals a
 day (plus snacks) absorbed with a gamma-shaped rate (time constant ~40 min), insulin boluses (the matching dose
-times a log-normal error) acting with a slower gamma profile (~70 min), exercise sessions that raise uptake, a dawn rise, a weak
-return to basal and a random walk; clipped to 40–400 mg/dL. Interstitial glucose follows blood glucose with a
-first-order lag (5–15 min per subject). The NIR-visible tissue glucose mixes blood and interstitial glucose.
+times a log-normal error) acting with a slower gamma profile (~70 min), exercise sessions that raise uptake, a dawn
+rise, a weak return to basal and a random walk; clipped to 40–400 mg/dL. Interstitial glucose follows blood glucose
+with a first-order lag (5–15 min per subject). The NIR-visible tissue glucose mixes blood and interstitial glucose.
 
 **Spectra** (Beer–Lambert): absorbance ``A(λ) = log10(e) · L(t) · Σ_k μ_k(λ; T) f_k  +  s·(λ/1000)^(−b)  +  o``
 over a wavelength grid, with pure-component absorption spectra ``μ_k`` built from Gaussian bands:
@@ -19,8 +19,8 @@ Glucose is dissolved in the extracellular share of the tissue water, so its abso
 water fraction × that share; the share varies little between subjects by default (0.48–0.52), which is what makes
 calibration-free prediction possible at all (widen ``ecf_share`` to see per-subject calibration become necessary).
 
-Per subject: water/fat/protein fractions, extracellular water share, optical path length, scattering amplitude and power,
-offset, skin temperature, blood fraction and ISF lag. Over time: path length (contact) and hydration drift, skin
+Per subject: water/fat/protein fractions, extracellular water share, optical path length, scattering amplitude and
+power, offset, skin temperature, blood fraction and ISF lag. Over time: path length (contact) and hydration drift, skin
 temperature drift (diurnal + exercise). Each channel integrates the transmitted light over its band: boxcar bins
 of width ``wl_step`` centred on a 1000–2500 nm grid (``"full"``), or a handful of Gaussian LED emission bands
 (``"led"``: ``led_nm``, ``led_fwhm_nm``). Detector noise is shot-noise limited and scales with the light a channel

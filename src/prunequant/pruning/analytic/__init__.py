@@ -2,17 +2,11 @@
 from .config import AnalyticThresholdConfig
 from .controller import SparsityController, hard_sparsity, project_min_density_, snap_to_target_
 from .functions import THRESHOLD_FUNCTIONS, sigmoid_abs, sigmoid_sq
-from .handler import (
-    AnalyticPruningResult,
-    attach_analytic_thresholds_,
-    finalize_,
-    harden_masks_,
-    layer_table,
-    prune_analytic_,
-)
+from .handler import prune_analytic_
 from .parametrization import AnalyticThreshold
-from .plots import plot_analytic_run
 from .plugin import AnalyticThresholdPlugin
+from .recipe import AnalyticPruningResult, fit_analytic_
+from .transform import attach_analytic_thresholds_, harden_masks_, layer_table
 
 __all__ = [
     "THRESHOLD_FUNCTIONS",
@@ -22,11 +16,10 @@ __all__ = [
     "AnalyticThresholdPlugin",
     "SparsityController",
     "attach_analytic_thresholds_",
-    "finalize_",
+    "fit_analytic_",
     "hard_sparsity",
     "harden_masks_",
     "layer_table",
-    "plot_analytic_run",
     "project_min_density_",
     "prune_analytic_",
     "sigmoid_abs",

@@ -8,7 +8,7 @@ from ...errors import ConfigError
 from .functions import THRESHOLD_FUNCTIONS
 
 PENALTIES = ("soft_l0", "beta")
-GRANULARITIES = ("layer", "channel")
+GRANULARITIES = ("layer", "channel_threshold", "channel")
 
 
 @dataclass
@@ -37,9 +37,15 @@ class AnalyticThresholdConfig:
     * ``snap_to_target``: after the soft phase, scale all β by one common factor (bisection) so the hard
       sparsity equals the target before the fine-tune.
     * ``finalize``: bake the masks into the weights at the end (plain module, exact zeros).
+    * ``granularity``: "layer" (one (α, β) per layer), "channel_threshold" (one (α, β) per output channel; both
+      unstructured), or "channel" (structured: h on group norms, whole filters / MLP hidden units removed so the
+      model gets physically smaller; target ``mac_reduction`` (real MACs), else ``target_params``, else
+      ``target_sparsity`` (fraction of parameters); see docs/structured_pruning.md).
     """
 
     target_sparsity: float | None = 0.9
+    mac_reduction: float | None = None  # granularity="channel": fraction of real MACs to remove (first)
+    target_params: int | None = None  # granularity="channel": parameter count to reach (before target_sparsity)
     penalty: str = "soft_l0"
     penalty_weight: float = 0.0
     penalty_on_weights: bool = True
@@ -73,6 +79,12 @@ class AnalyticThresholdConfig:
             raise ConfigError(f"function must be one of {tuple(THRESHOLD_FUNCTIONS)}, got {self.function!r}")
         if self.granularity not in GRANULARITIES:
             raise ConfigError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        if (self.mac_reduction is not None or self.target_params is not None) and self.granularity != "channel":
+            raise ConfigError("mac_reduction / target_params need granularity='channel'")
+        if self.mac_reduction is not None and not 0.0 < self.mac_reduction < 1.0:
+            raise ConfigError(f"mac_reduction must be in (0, 1), got {self.mac_reduction}")
+        if self.target_params is not None and not self.target_params >= 1:
+            raise ConfigError(f"target_params must be >= 1, got {self.target_params}")
         for k in ("alpha_init", "beta_init", "threshold_lr", "alpha_anneal"):
             if not getattr(self, k) > 0:
                 raise ConfigError(f"{k} must be > 0, got {getattr(self, k)}")

@@ -11,13 +11,15 @@ from torch import Tensor, nn
 
 from ...training import TrainPlugin
 from .config import AnalyticThresholdConfig
-from .controller import SparsityController, clamp_alpha_, hard_sparsity, project_min_density_
+from .controller import SparsityController, clamp_alpha_, hard_sparsity, project_min_density_, snap_to_target_
 from .parametrization import AnalyticThreshold
 
 
 class AnalyticThresholdPlugin(TrainPlugin):
     """Drives the AnalyticThreshold parametrizations in ``items`` ((name, parametrization, raw weight) triples).
 
+    In any training loop: ``loss = task_loss + plugin.loss(model, step)`` and, after each optimizer step,
+    ``plugin.on_step_end(model, step)`` (``step`` from 1); put ``plugin.param_groups(model)`` in the optimizer.
     ``total_steps`` (steps of this training phase) sets the setpoint ramp and the α annealing; without it the
     setpoint is the target from the start and α is not annealed.
     """
@@ -63,11 +65,11 @@ class AnalyticThresholdPlugin(TrainPlugin):
             return self.soft_density()
         return -torch.stack([((p.beta / p.ref_std) ** 2).mean() for p, _ in self.items]).mean()
 
-    def loss(self, model: nn.Module, step: int) -> Tensor | None:
+    def loss(self, model: nn.Module, step: int) -> Tensor:
         lam = self.lam
-        return None if lam == 0.0 else lam * self.penalty()
+        return torch.zeros(()) if lam == 0.0 else lam * self.penalty()
 
-    def on_step_end(self, trainer, step: int) -> None:
+    def on_step_end(self, model: nn.Module, step: int) -> None:
         project_min_density_(self.items, self.config.min_density)
         if self.config.alpha_max_ratio is not None:
             clamp_alpha_(self.items, self.config.alpha_max_ratio)
@@ -80,13 +82,22 @@ class AnalyticThresholdPlugin(TrainPlugin):
             for p, _ in self.items:
                 p.alpha_scale.fill_(scale)
 
-    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> dict | None:
+    def on_epoch_end(self, model: nn.Module, epoch: int, logs: dict) -> dict | None:
         out = {"sparsity": self.sparsity, "lambda": self.lam}
-        if self.controller is not None:
-            out["setpoint"] = self.controller.setpoint(trainer.global_step)
+        if self.controller is not None and "step" in logs:
+            out["setpoint"] = self.controller.setpoint(int(logs["step"]))
         with torch.no_grad():
             out["soft_density"] = float(self.soft_density())
         return out
+
+    def snap_to_target(self) -> float | None:
+        """Scale every β by one common factor so the hard sparsity equals ``config.target_sparsity`` (call at the
+        end of the soft phase, before hardening or :func:`prunequant.finalize_`); returns the factor."""
+        if self.config.target_sparsity is None:
+            return None
+        factor = snap_to_target_(self.items, self.config.target_sparsity, self.config.min_density)
+        self.sparsity = hard_sparsity(self.items)
+        return factor
 
     def state_dict(self) -> dict[str, Any]:
         return {"controller": self.controller.state_dict() if self.controller is not None else None,

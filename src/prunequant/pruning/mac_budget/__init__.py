@@ -2,11 +2,14 @@
 of the threshold q * std, prune -> retrain rounds to an effective-MAC target (docs/mac_budget_pruning.md)."""
 from .allowance import ALLOWANCE_RULES, LAYER_KINDS, allowance_factors, layer_kind
 from .config import MacBudgetConfig
-from .handler import prune_mac_budget_, round_targets
-from .history import LayerRound, MacBudgetResult, RoundRecord, print_round, round_table
+from .handler import prune_mac_budget_
+from .history import LayerRound, MacBudgetResult, RoundRecord, format_round
 from .mac_model import weight_uses
 from .planner import RoundPlan, RoundPlanner
+from .plugin import MacBudgetPlugin
+from .recipe import run_mac_budget_
 from .threshold import BisectionResult, SortedMagnitudes, bisect_q, pruning_error
+from .transform import MacBudgetPruner, round_targets
 
 __all__ = [
            "ALLOWANCE_RULES",
@@ -22,10 +25,12 @@ __all__ = [
            "allowance_factors",
            "bisect_q",
            "layer_kind",
-           "print_round",
+           "format_round",
+           "MacBudgetPlugin",
+           "MacBudgetPruner",
+           "run_mac_budget_",
            "prune_mac_budget_",
            "pruning_error",
-           "round_table",
            "round_targets",
            "weight_uses",
 ]

@@ -53,7 +53,7 @@ def layer_kind(module: nn.Module) -> str:
         return "depthwise" if module.groups == module.in_channels else "grouped"
     if isinstance(module, nn.Linear):
         return "linear"
-    if isinstance(module, nn.RNNBase):
+    if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
         return "rnn"
     if isinstance(module, nn.MultiheadAttention):
         return "attention"

@@ -39,6 +39,9 @@ class MacBudgetConfig:
     """
 
     mac_reduction: float | None = 0.5
+    granularity: str = "layer"  # "channel": remove whole channels (pruning/structured), real MACs
+    target_params: int | None = None  # granularity="channel" with mac_reduction=None: parameter count to reach
+    target_sparsity: float | None = None  # granularity="channel" with mac_reduction=None: fraction of params removed
     base_allowance: float | None = None
     allowance: str = "mac_share"
     allowance_power: float = 1.0
@@ -61,11 +64,21 @@ class MacBudgetConfig:
     max_extra_rounds: int = 2
     include: Sequence[str] | None = None
     exclude: Sequence[str] = ()
-    seed: int = 0
-    verbose: bool = True
 
     def __post_init__(self):
-        if self.mac_reduction is None and self.base_allowance is None:
+        if self.granularity not in ("layer", "channel"):
+            raise ConfigError(f"granularity must be 'layer' or 'channel', got {self.granularity!r}")
+        if self.granularity == "channel":
+            if self.mac_reduction is None and self.target_params is None and self.target_sparsity is None:
+                raise ConfigError("MacBudgetConfig(granularity='channel') needs mac_reduction, target_params or "
+                                  "target_sparsity")
+            if self.target_sparsity is not None and not 0.0 < self.target_sparsity < 1.0:
+                raise ConfigError(f"target_sparsity must be in (0, 1), got {self.target_sparsity}")
+            if self.target_params is not None and not self.target_params >= 1:
+                raise ConfigError(f"target_params must be >= 1, got {self.target_params}")
+        elif self.target_params is not None or self.target_sparsity is not None:
+            raise ConfigError("target_params / target_sparsity need granularity='channel' (use mac_reduction)")
+        elif self.mac_reduction is None and self.base_allowance is None:
             raise ConfigError("MacBudgetConfig needs mac_reduction (target) or base_allowance (eps0)")
         if self.mac_reduction is not None and not 0.0 <= self.mac_reduction < 1.0:
             raise ConfigError(f"mac_reduction must be in [0, 1), got {self.mac_reduction}")

@@ -1,13 +1,10 @@
-"""Per-round records of MAC-budget pruning: a rich table per round and a JSON history."""
+"""Per-round records of MAC-budget pruning: a plain-text table per round (for ``logging``) and a JSON history."""
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
-from rich.table import Table
 
 
 @dataclass
@@ -84,8 +81,9 @@ class MacBudgetResult:
         return cls(rounds=rounds, **d)
 
 
-def round_table(rec: RoundRecord) -> Table:
-    """Rich table of one round: per layer q, threshold, pruned fraction, error vs allowance, MACs."""
+def format_round(rec: RoundRecord) -> str:
+    """Plain-text table of one round (title line, then per layer q, threshold, pruned fraction, error vs
+    allowance, MACs), for ``logging``."""
     target = f"target {rec.target:.1%}, " if rec.target is not None else ""
     title = (f"MAC-budget round {rec.round}: {target}eps0={rec.eps0:.4g}, effective-MAC reduction "
              f"{rec.reduction:.2%} ({rec.effective_macs:,.0f}/{rec.dense_macs:,.0f}), sparsity {rec.sparsity:.1%}")
@@ -93,22 +91,19 @@ def round_table(rec: RoundRecord) -> Table:
         title += f", val {rec.val_metric_pruned:.4f}"
         if rec.val_metric_retrained is not None:
             title += f" -> {rec.val_metric_retrained:.4f} retrained"
-    t = Table(title=title, title_justify="left")
-    for col in ("layer", "kind", "weights", "q", "threshold", "new", "pruned", "err/weight", "allowance", "MACs",
-                "eff. MACs", "note"):
-        t.add_column(col, justify="left" if col in ("layer", "kind", "note") else "right")
+    head = ("layer", "kind", "weights", "q", "threshold", "new", "pruned", "err/weight", "allowance", "MACs",
+            "eff. MACs", "note")
+    rows = []
     for r in rec.layers:
         note = {"min": "min bound", "max": "max bound", "skip": "skipped"}.get(r.bound, "")
         note = "; ".join(x for x in (note, r.note) if x)
-        t.add_row(r.layer, r.kind, f"{r.numel:,}", f"{r.q:.3f}", f"{r.threshold:.3g}", f"{r.pruned_new:,}",
-                  f"{r.pruned_fraction:.1%}", f"{r.error:.3g}", f"{r.allowance:.3g}", f"{r.macs:,.0f}",
-                  f"{r.effective_macs:,.0f}", note)
-    return t
+        rows.append((r.layer, r.kind, f"{r.numel:,}", f"{r.q:.3f}", f"{r.threshold:.3g}", f"{r.pruned_new:,}",
+                     f"{r.pruned_fraction:.1%}", f"{r.error:.3g}", f"{r.allowance:.3g}", f"{r.macs:,.0f}",
+                     f"{r.effective_macs:,.0f}", note))
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
+    left = {0, 1, 11}
 
+    def line(cells):
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
-def print_round(rec: RoundRecord, console: Console | None = None) -> None:
-    """Print the round table (wide enough for all columns when output goes to a pipe or log)."""
-    console = console or Console(stderr=True)
-    if not console.is_terminal and console.width < 160:
-        console = Console(file=console.file, width=160)
-    console.print(round_table(rec))
+    return "\n".join([title, line(head)] + [line(r) for r in rows]).rstrip()
