@@ -49,8 +49,8 @@ from prunequant.apps.glucose.experiments import (
 from prunequant.apps.glucose.pipeline import CompressSettings, TrainSettings
 
 KEEP = ("dataset", "model", "rmse", "mard", "clarke_a", "clarke_ab", "bytes", "macs", "effective_macs", "file_bytes",
-        "evaluated_from_file", "parkes_ab", "iso15197_within_15", "n", "refs_per_day", "effects", "n_components",
-        "sparsity", "calibration", "seconds")
+        "file_format", "evaluated_from_file", "parkes_ab", "iso15197_within_15", "n", "refs_per_day", "effects",
+        "n_components", "sparsity", "calibration", "seconds")
 
 
 # the per-effect ablation runs at reduced sizes (8 simulations): 40 one-day wearers, 6 epochs

@@ -46,7 +46,7 @@ FULL = {"model": {"vocab_size": 256, "d_model": 256, "n_layers": 3, "n_heads": 4
         "train": {"steps": 500, "seq_len": 128, "batch_size": 16, "lr": 3e-3, "warmup": 50},
         "eval_windows": 128}
 QUICK = {"model": {"vocab_size": 256, "d_model": 128, "n_layers": 2, "n_heads": 4, "max_len": 64},
-         "train": {"steps": 100, "seq_len": 64, "batch_size": 16, "lr": 4e-3, "warmup": 10},
+         "train": {"steps": 80, "seq_len": 64, "batch_size": 16, "lr": 4e-3, "warmup": 10},
          "eval_windows": 32}
 UNIFORM_BITS = (3, 4)
 PWLQ_BITS = (2, 3, 4)

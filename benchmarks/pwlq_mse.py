@@ -42,7 +42,6 @@ from pathlib import Path
 import torch
 
 from prunequant.core.cost import weight_storage_bits
-from prunequant.quantization.lloyd_max import lloyd_max_references
 from prunequant.models.reference import train_reference
 from prunequant.pruning.base import prunable_modules
 from prunequant.quantization import (
@@ -55,6 +54,7 @@ from prunequant.quantization import (
     pwlq_quantize,
     quantize_symmetric,
 )
+from prunequant.quantization.lloyd_max import lloyd_max_references
 
 # notes part A.3, Monte-Carlo table (uniform, PWLQ eq. 3, PWLQ code pw-2, eq. 4)
 NOTES_MC = {4: (2.372e-2, 4.63e-3, 4.27e-3, 4.65e-3), 6: (1.343e-3, 2.371e-4, 2.326e-4, 2.372e-4),
@@ -89,7 +89,7 @@ def _bpw(w: torch.Tensor, quant) -> float:
     return weight_storage_bits(w, quant) / w.numel()
 
 
-def layer_rows(model_name: str, model, bits_list, dataset: str = "digits") -> list[dict]:
+def layer_rows(model_name: str, model, bits_list, dataset: str = "digits", ns=(1, 2, 3)) -> list[dict]:
     from prunequant.quantization.breakpoints import CAPPED_RANGE
     from prunequant.quantization.pwlq import PWLQWeightQuant
     from prunequant.quantization.uniform import UniformWeightQuant
@@ -105,7 +105,7 @@ def layer_rows(model_name: str, model, bits_list, dataset: str = "digits") -> li
                    "bpw_uniform_b": _bpw(w, UniformWeightQuant.from_weight(w, b)),
                    "bpw_uniform_b1": _bpw(w, UniformWeightQuant.from_weight(w, b + 1))}
             m = w.flatten(1).abs().amax(1)
-            for n in (1, 2, 3):
+            for n in ns:
                 p = find_breakpoints(w, b, "empirical", n)
                 row[f"pwlq{n}"] = _mse(pwlq_quantize(w, b, p, m), w)
                 row[f"bpw_pwlq{n}"] = _bpw(w, PWLQWeightQuant(b, p.flatten(1), m))
@@ -182,13 +182,14 @@ def summarize(rows: list[dict], bits: int) -> dict:
                _median([r["pwlq1_gaussian_closed"] / r["pwlq1"] for r in sel])}
     for n in (1, 2, 3):
         key = "pwlq_over_lloydmax_mse" if n == 1 else f"pwlq{n}_over_lloydmax_mse"
-        ok = [r for r in sel if not r[f"trivial{n}"] and r[f"lloydmax{n}"] > 0]
+        ok = [r for r in sel if f"pwlq{n}" in r and not r[f"trivial{n}"] and r[f"lloydmax{n}"] > 0]
         out[f"{key}_{bits}bit_median"] = _median([r[f"pwlq{n}"] / r[f"lloydmax{n}"] for r in ok])
         out[f"{key}_{bits}bit_layers"] = len(ok)
         big = [r for r in ok if r["fan_in"] >= 8 * r[f"levels{n}"]]  # well-sampled channels only
         out[f"{key}_{bits}bit_median_fanin_ge_8x_levels"] = _median([r[f"pwlq{n}"] / r[f"lloydmax{n}"] for r in big])
         out[f"{key}_{bits}bit_fanin_ge_8x_levels_layers"] = len(big)
-        out[f"pwlq{n}_over_uniform_mse_{bits}bit_median"] = _median([r[f"pwlq{n}"] / r["uniform_b"] for r in sel])
+        out[f"pwlq{n}_over_uniform_mse_{bits}bit_median"] = _median([r[f"pwlq{n}"] / r["uniform_b"] for r in sel
+                                                                     if f"pwlq{n}" in r])
     ok = [r for r in sel if not r["trivial1_equal_storage"] and r["lloydmax1_equal_storage"] > 0]
     out[f"pwlq_over_lloydmax_equal_storage_mse_{bits}bit_median"] = _median(
         [r["pwlq1"] / r["lloydmax1_equal_storage"] for r in ok])
@@ -215,7 +216,8 @@ def plot(rows: list[dict], bits: int, path: Path) -> None:
     xs = range(len(sel))
     for key, lab in (("uniform_b1", f"uniform {bits + 1}b"), ("pwlq1", "PWLQ 1 bp"), ("pwlq2", "PWLQ 2 bp"),
                      ("pwlq3", "PWLQ 3 bp"), ("lloydmax1", "Lloyd-Max (levels of PWLQ 1 bp)")):
-        ax.plot(xs, [r[key] / r["uniform_b"] for r in sel], "o-" if "pwlq" in key else "s--", ms=3, label=lab)
+        ax.plot(xs, [r[key] / r["uniform_b"] if key in r else float("nan") for r in sel],
+                "o-" if "pwlq" in key else "s--", ms=3, label=lab)
     ax.axhline(0.17, color="k", lw=0.8, ls=":", label="goal 0.17")
     ax.set_yscale("log")
     ax.set_xticks(list(xs), labels, rotation=90, fontsize=6)
@@ -283,7 +285,7 @@ def main() -> None:
                                                  schedule="quick" if args.quick else args.fashion_schedule)
             fold_batchnorm(model)
             models[name] = acc
-            rows += layer_rows(name, model, bits_list, dataset="fashion_mnist")
+            rows += layer_rows(name, model, bits_list, dataset="fashion_mnist", ns=(1,) if args.quick else (1, 2, 3))
             print(f"{name}: test acc {acc:.4f}, {len(prunable_modules(model))} weights measured")
     except Exception as e:  # noqa: BLE001 - data absent: keep the digits rows, say why
         fashion_note = f"Fashion-MNIST skipped: {type(e).__name__}: {e}"
@@ -305,13 +307,16 @@ def main() -> None:
               "glucose_lstm": g_note, "fashion_mnist": fashion_note,
               "bits_note": "bpw_* = all-in bits per weight (codes + region bits + every per-channel fp32 "
                            "scale/offset/breakpoint); equal storage compares PWLQ-b with uniform-(b+1)",
-              "variant": "b_center", "breakpoints": "empirical", "mc_table": mc, "rows": rows, "synthetic_rows": synthetic,
+              "variant": "b_center", "breakpoints": "empirical", "mc_table": mc, "rows": rows,
+              "synthetic_rows": synthetic,
               **summary,
               "goal_pwlq_le_0.17_uniform": s4["pwlq_over_uniform_mse_4bit_median"] <= 0.17,
               "goal_pwlq_le_1.25_lloydmax": s4["pwlq_over_lloydmax_mse_4bit_median"] <= 1.25,
               "goal_pwlq_lt_1_uniform_equal_storage": s4["pwlq_over_uniform_equal_storage_mse_4bit_median"] < 1.0,
               "goal_lloydmax_ratio_shrinks": s4["pwlq_over_lloydmax_mse_4bit_median"]
               > s4["pwlq2_over_lloydmax_mse_4bit_median"] > s4["pwlq3_over_lloydmax_mse_4bit_median"],
+              "note_quick": "--quick: 4 bits, digits CNN + MLP (1/2/3 breakpoints) and the Fashion-MNIST models "
+                            "(1 breakpoint only)" if args.quick else None,
               "seconds": round(time.perf_counter() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
     plot(rows, 4, args.out / "pwlq_mse_4bit.png")

@@ -16,7 +16,7 @@ Latency: ``torch.set_num_threads(--threads)``, eval mode, no grad; medians over 
 (batch 1: mean of 10 calls per repeat; batch 64: one call per repeat). The CPU may be shared: read speedups with
 that in mind.
 
-    .venv/bin/python benchmarks/structured.py --quick    # 1k train images, 1+1 epochs, 2k test images (< 5 min
+    .venv/bin/python benchmarks/structured.py --quick    # 512 train images, 1+1 epochs, 1k test images (< 5 min
                                                          # with cached reference models)
     .venv/bin/python benchmarks/structured.py            # 20k train images, 2+2 epochs, full test set
 
@@ -57,8 +57,8 @@ def load_data(quick: bool, seed: int):
         print(f"NOTE: Fashion-MNIST not available ({e}); falling back to the 8x8 digits set and small models",
               file=sys.stderr)
         return load_digits(seed)
-    n_train = 1024 if quick else 20000
-    n_test = 2000 if quick else len(ds.y_test)
+    n_train = 512 if quick else 20000
+    n_test = 1000 if quick else len(ds.y_test)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(ds.y_train), generator=g)[:n_train]
     train = DataLoader(TensorDataset(ds.x_train[idx], ds.y_train[idx]), batch_size=64, shuffle=True,
@@ -130,7 +130,8 @@ def tp_prune(model: nn.Module, x: torch.Tensor, target: float, importance: str, 
 
 
 @torch.no_grad()
-def latencies(variants: list[nn.Module], x1: torch.Tensor, x64: torch.Tensor, repeats: int) -> list[tuple[float, float]]:
+def latencies(variants: list[nn.Module], x1: torch.Tensor, x64: torch.Tensor,
+              repeats: int) -> list[tuple[float, float]]:
     for m in variants:
         m.eval()
         for _ in range(2):
@@ -156,6 +157,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reductions", type=float, nargs="*", default=[0.3, 0.5, 0.7])
     ap.add_argument("--models", nargs="*", default=None, help="subset of the reference model names")
+    ap.add_argument("--out", default=None, help="also write the JSON here (rewritten after each model)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
@@ -205,6 +207,10 @@ def main(argv=None) -> dict:
             log.info("%-20s %-22s r=%.1f acc=%.4f params=%d MACs -%.1f%% b1=%.2fms (x%.2f) b64=%.1fms (x%.2f)",
                      name, method, r, rows[-1]["accuracy"], params, 100 * rows[-1]["mac_reduction_measured"],
                      b1, rows[-1]["speedup_b1"], b64, rows[-1]["speedup_b64"])
+        if args.out:
+            from pathlib import Path
+
+            Path(args.out).write_text(json.dumps({"benchmark": "structured", "partial": True, "rows": rows}))
     out = {"benchmark": "structured", "quick": args.quick, "threads": args.threads, "seed": args.seed,
            "epochs": {"gated_or_round": gate_epochs, "finetune": ft_epochs, "total": gate_epochs + ft_epochs},
            "seconds": round(time.time() - t_start, 1), "rows": rows}

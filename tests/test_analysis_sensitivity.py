@@ -50,6 +50,8 @@ def test_fragile_layer_ranks_first():
     assert [c["added"] for c in res.cumulative][-1] == "2" and len(res.cumulative) == 3
     assert res.cumulative[-1]["metric_drop"] >= res.cumulative[0]["metric_drop"]
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # model untouched
+    assert sorted(res.layers_within(0.05)) == ["0", "4"]  # a 5-pt budget: compress all but the fragile layer
+    assert res.layers_within(1.0) == [c["added"] for c in res.cumulative]
     d = json.loads(json.dumps(res.to_dict()))
     assert d["layers"][0]["layer"] == "2" and d["config"]["type"] == "MagnitudeConfig"
 

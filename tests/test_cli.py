@@ -247,3 +247,22 @@ def test_hugging_face_folder(tmp_path, run_cli):
     assert code == 0, err
     rep = json.loads((out / "report.json").read_text())
     assert rep["metric"]["after"] == rep["metric"]["reloaded"]
+
+
+def test_recipe_with_finalize_and_onnx_export(user, run_cli):
+    pytest.importorskip("onnxruntime")
+    (user / "e.yaml").write_text("""
+model: {factory: "model.py:build"}
+data: {train: train.npz, test: test.npz}
+steps:
+  - prune: {method: magnitude, sparsity: 0.5}
+  - quantize: {method: uniform, wbits: 8, abits: null}
+  - finalize: {}
+  - export: {format: onnx}
+""")
+    code, stdout, err = run_cli("run", user / "e.yaml", "--out", user / "e")
+    assert code == 0, err
+    rep = json.loads((user / "e" / "report.json").read_text())
+    assert [s["step"] for s in rep["steps"]] == ["prune", "quantize", "finalize", "export"]
+    assert (user / "e" / "model.onnx").stat().st_size == rep["steps"][-1]["bytes"] > 0
+    assert rep["metric"]["after"] == rep["metric"]["reloaded"]

@@ -5,7 +5,9 @@ from typer.testing import CliRunner
 
 from conftest import last_json
 from prunequant.cli.main import app
-from prunequant.export import load_compressed
+from torch.nn.utils import parametrize
+
+from prunequant import load as pq_load
 from prunequant.io import save
 from prunequant.models import build_model
 
@@ -24,8 +26,10 @@ def test_export_pq_onnx_and_bench(tmp_path):
     assert r.exit_code == 0, r.output
     info = _last_json(r.output)
     assert info["size_ratio"] < 0.1  # 90 % sparse, 4-bit PWLQ codes + region bit, CSR/bitmap indices
-    loaded = load_compressed(tmp_path / "mlp.pq")
+    assert info["file_bytes"] == (tmp_path / "mlp.pq").stat().st_size
+    loaded = pq_load(tmp_path / "mlp.pq")  # the one .pq model format: quantizers attached, not baked
     assert float((loaded.net[1].weight == 0).float().mean()) >= 0.89
+    assert parametrize.is_parametrized(loaded.net[1], "weight")
     r = runner.invoke(app, ["export", str(tmp_path / "mlp.pq"), "--format", "onnx", "-o", str(tmp_path / "m.onnx")])
     assert r.exit_code == 0, r.output
     assert _last_json(r.output)["rel_err"] < 1e-4

@@ -69,7 +69,8 @@ def test_packed_storage_matches_group_accounting():
 
 def test_model_conversion_and_errors():
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
-    parametrize.register_parametrization(model[0], "weight", GroupUniformWeightQuant.from_weight(model[0].weight, 4, 32))
+    q = GroupUniformWeightQuant.from_weight(model[0].weight, 4, 32)
+    parametrize.register_parametrization(model[0], "weight", q)
     x = torch.randn(2, 64)
     with torch.no_grad():
         ref = model(x)

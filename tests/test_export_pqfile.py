@@ -182,3 +182,51 @@ def test_bad_files_are_named(tmp_path):
     io_save(copy.deepcopy(model), tmp_path / "io.safetensors")
     with pytest.raises(StorageError, match="not a compressed prunequant model"):
         prunequant.load(tmp_path / "io.safetensors")
+
+
+def _file_layout(path):
+    import json
+    import zlib
+
+    from prunequant.storage import load_state
+
+    tensors, _ = load_state(path)
+    return json.loads(zlib.decompress(tensors["layout"].numpy().tobytes()))
+
+
+@pytest.mark.parametrize("quantized", [False, True], ids=["fp32", "pwlq4"])
+def test_a_few_zeros_never_cost_more_than_dense(quantized, tmp_path):
+    """A dense weight with a handful of exact zeros is priced at (at most) its dense cost, and the file stores it
+    in the same layout the cost model picked (dense), so report bytes are still the file's bytes."""
+    from prunequant.core.cost import cheapest_format, format_bits, quantizer_state_bits, quantizer_value_bits
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 4))
+    with torch.no_grad():
+        model[0].weight.view(-1)[torch.tensor([3, 100, 777, 1500, 2047])] = 0.0  # 5 zeros out of 2048
+    x = torch.randn(8, 32)
+    if quantized:
+        quantize_(model, PWLQConfig(wbits=4, abits=None), calibration_data=x)
+    model.eval()
+    w = model[0].weight.detach()
+    assert int((w == 0).sum()) >= 5
+    if quantized:
+        form = WeightChain(model[0], "weight").quantizer.storage_form(WeightChain(model[0], "weight").quant_input())
+        v, state = quantizer_value_bits(form), quantizer_state_bits(form)
+    else:
+        v, state = 32, 0
+    dense_bits = format_bits("dense", tuple(w.shape), int(w.count_nonzero()), v) + state
+    assert cheapest_format(tuple(w.shape), int(w.count_nonzero()), v)[0] == "dense"
+    rep = report(model, x[:1])
+    row = rep.row("0")
+    assert row.bytes * 8 <= dense_bits + 64 * 32 + 7  # the weight at dense cost + fp32 bias, rounded up to bytes
+    if not quantized:
+        assert row.bytes == row.bytes_dense  # an fp32 layer with a few zeros: exactly its fp32 size
+    res = prunequant.save(model, tmp_path / "m.pq")
+    assert rep.total.bytes == res.file_bytes  # report bytes are the file's bytes
+    layout = _file_layout(tmp_path / "m.pq")
+    stored = layout["chains"]["0.weight"]["value"] if quantized else layout["entries"]["0.weight"]
+    assert stored.get("format", "dense") == "dense" and stored["kind"] in ("raw", "quantized")
+    loaded = prunequant.load(tmp_path / "m.pq", model=nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 4)))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))

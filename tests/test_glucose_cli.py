@@ -89,6 +89,7 @@ def test_cgm_csv_train_evaluate_compress(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads((c / "summary.json").read_text())
     assert summary["evaluated_from_file"] and summary["size_after"]["bytes"] < summary["size_before"]["bytes"]
+    assert summary["packed_pq"]["predictions_identical"] and (c / "model.pq").exists()
     res = run("evaluate", c / "model.safetensors", "--out", tmp_path / "e2")     # the CGM file comes from the model
     assert res.exit_code == 0, res.output
     assert abs(json.loads((tmp_path / "e2" / "metrics.json").read_text())["mard"] - summary["after"]["mard"]) < 1e-6

@@ -25,6 +25,7 @@ def _loaded(statement: str) -> list[str]:
     "import prunequant; from prunequant import prune_, quantize_, prune_quantize_, finalize_",
     "import prunequant.viz",  # plots import matplotlib only when they draw
     "import prunequant.demo",
+    "import prunequant.workflow",  # YAML, Pillow, transformers only when a recipe / image folder / HF model is read
 ])
 def test_import_loads_no_optional_dependency(statement):
     assert _loaded(statement) == []

@@ -6,6 +6,7 @@ from torch import nn
 
 from prunequant import quantize_
 from prunequant.quantization import PWLQConfig
+from prunequant.quantization.base import ActFakeQuant
 from prunequant.quantization.calibration import (
     CALIBRATION_METHODS,
     ESTIMATORS,
@@ -14,7 +15,6 @@ from prunequant.quantization.calibration import (
     fake_quant_grid,
     mse_range,
 )
-from prunequant.quantization.base import ActFakeQuant
 
 torch.set_num_threads(1)
 OUTLIERS = [3, 17, 41]

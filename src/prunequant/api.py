@@ -8,6 +8,13 @@
 
 The facade only checks and dispatches; the methods register themselves in the leaf :mod:`prunequant.registry`
 (imported lazily here so ``import prunequant`` stays light).
+
+Every verb also lists the layers the config selects but no method can compress (``result.skipped_layers``, with
+the reason, and a warning), and, when it is given data (``calibration_data``, ``calibration``, ``example_input``
+or ``fit``), checks the compressed model against its fp32 self on up to 32 of those inputs
+(``result.fidelity``: output and per-layer cosine / relative error; a warning names the worst layers below a
+cosine of 0.98). ``fidelity=False`` skips the check, ``fidelity=0.995`` sets the threshold
+(:mod:`prunequant.core.fidelity`).
 """
 from __future__ import annotations
 
@@ -63,7 +70,7 @@ def _dispatch(verb: str, model: nn.Module, config: Any, kwargs: dict[str, Any]) 
             from .training import Fit
 
             kwargs["fit"] = Fit(**loose)
-    from .analysis.fidelity import fidelity_data, run_checked
+    from .core.fidelity import fidelity_data, run_checked
 
     return run_checked(f"{verb}_", model, config, lambda: handler.fn(model, config, **kwargs), fidelity_data(kwargs),
                        check_fidelity)

@@ -58,6 +58,20 @@ class SensitivityResult:
         """Layer names, most sensitive first (skipped layers last)."""
         return [r.layer for r in self.layers]
 
+    def layers_within(self, max_drop: float) -> list[str]:
+        """The layers to compress for a metric budget: the longest greedy prefix (least sensitive first) of the
+        cumulative curve whose metric drop stays <= ``max_drop``; every other layer is best left out (``skip`` /
+        ``exclude``). Needs ``sensitivity(..., cumulative=True)``."""
+        if not self.cumulative:
+            raise ConfigError("layers_within needs the cumulative curve: call sensitivity(..., cumulative=True)")
+        best: list[str] = []
+        for row in self.cumulative:
+            if row["metric_drop"] <= max_drop:
+                best = list(row["layers"])
+            else:
+                break
+        return best
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

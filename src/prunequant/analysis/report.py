@@ -14,7 +14,10 @@ Storage formula (``bytes``), per layer, summed in bits and rounded up to whole b
   bitmap / CSR layout (``min(n*b, n + k*b, (rows+1)*bits_needed(k) + k*bits_needed(cols-1) + k*b)``), plus every
   tensor of the quantizer's spec (scales, zero points, breakpoints, bias correction); a weight with only a bit
   width (``prunequant_wbits`` < 32) pays one fp32 scale per output channel;
-* every other tensor (biases, norm parameters) is stored dense at 32 bits.
+* every other tensor (biases, norm parameters) is stored dense at 32 bits;
+* ``total.bytes`` adds ``Report.file_overhead_bytes``, measured by writing the compressed ``.pq`` file
+  (:func:`prunequant.save`, in a temporary folder): buffers, activation quantizers, layout and header, so the total
+  is the file's size exactly (``report(..., file_bytes=False)``: rows only).
 
 ``bytes_dense`` is ``params * 4`` (fp32). Bit widths: a weight's parametrization ``bits`` attribute, else the
 module's ``prunequant_wbits``, else 32; activation bits: ``prunequant_abits``, else 32.

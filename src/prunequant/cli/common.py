@@ -108,9 +108,26 @@ def run_and_print(raw: dict[str, Any], out: Path, title: str) -> Any:
     """Validate ``raw`` (a recipe mapping) completely, then run it into ``out`` and print the per-layer table,
     a summary line and one JSON line (the last line of stdout)."""
     from ..workflow import parse_recipe, run_recipe
-    from .run import _print_result
 
     recipe = parse_recipe(raw, base_dir=".", source="command line")
     result = run_recipe(recipe, out)
-    _print_result(result, out, title)
+    print_result(result, out, title)
     return result
+
+
+def print_result(result, out: Path, title: str) -> None:
+    """Per-layer table, a summary line and one JSON line (the last line of stdout) of a finished recipe run."""
+    from ..viz.tables import print_table
+
+    rep = json.loads((out / "report.json").read_text())
+    cols = ["name", "type", "params", "sparsity", "weight_bits", "act_bits", "macs", "effective_macs", "bytes"]
+    print_table([r for r in rep["rows"] if r.get("params")], title=title, columns=cols)
+    m = result.metric
+    print(f"{m['name']} on test: {m['before']:.4f} -> {m['after']:.4f} (from the file: {m['reloaded']:.4f}); "
+          f"{result.bytes_reported:,} bytes reported ({result.bytes_fp32 / max(result.bytes_reported, 1):.1f}x "
+          f"smaller than fp32), {result.bytes_file:,} bytes in {out / 'model.pq'}")
+    print(f"wrote {', '.join(Path(f).name for f in result.files)} in {out}/")
+    print(json.dumps({"out": str(out), "metric": m, "bytes_reported": result.bytes_reported,
+                      "bytes_fp32": result.bytes_fp32, "bytes_file": result.bytes_file,
+                      "steps": [{k: v for k, v in s.items() if k != "result"} for s in result.steps]},
+                     default=float))

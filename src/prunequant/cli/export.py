@@ -1,9 +1,10 @@
 """``prunequant export MODEL --format pq|onnx`` and ``prunequant bench MODEL``.
 
-MODEL is a model file written by :func:`prunequant.io.save`, a packed artifact (``.pq``) written by
-:func:`prunequant.export.export`, or a reference model name (``digits_cnn``, ``mlp``, ...; trained on digits with
-:func:`prunequant.models.train_reference`). ``--sparsity`` (per-layer magnitude pruning) and ``--wbits`` /
-``--scheme`` (post-training quantization of the weights, ``PWLQConfig(abits=None)``) compress it first.
+MODEL is a model file written by :func:`prunequant.save` (``.pq``) or :func:`prunequant.io.save`, a packed
+deployment artifact of :func:`prunequant.export.export`, or a reference model name (``digits_cnn``, ``mlp``,
+...; trained on digits with :func:`prunequant.models.reference.train_reference`). ``--sparsity`` (per-layer
+magnitude pruning) and ``--wbits`` / ``--scheme`` (post-training quantization of the weights,
+``PWLQConfig(abits=None)``) compress it first.
 
 Note: :func:`prunequant.io.load` bakes fake quantizers into float weights, so a ``.safetensors`` model file
 exports its quantized layers as floats (pruned ones stay sparse); export from the in-memory model, or pass
@@ -59,9 +60,11 @@ def export(model: str = typer.Argument(..., help="Model file, .pq artifact, or r
            scheme: str = typer.Option("pwlq", help="pwlq or uniform (with --wbits)."),
            pwlq: str = typer.Option("dequantized", help="ONNX form of PWLQ weights: dequantized or qdq."),
            seed: int = typer.Option(0, help="Seed for training a reference model."),
-           input_shape: str = typer.Option("1,1,8,8", help="Example input shape (ONNX tracing).")) -> None:
-    """Write MODEL as a packed artifact (bit-packed codes, sparse indices) or as ONNX (QDQ), and print its size."""
-    from ..export import export as export_pq
+           input_shape: str = typer.Option("1,1,8,8", help="Example input shape (ONNX tracing)."),
+           check: bool = typer.Option(True, "--check/--no-check",
+                                      help="ONNX: compare onnxruntime with PyTorch on a seeded input.")) -> None:
+    """Write MODEL as the one compressed model file (``.pq``: bit-packed codes, masks, quantizer specs, loadable with
+    ``prunequant.load``) or as ONNX (QDQ), and print its size."""
     from ..export import export_onnx
     from ..viz.tables import print_table
 
@@ -72,19 +75,23 @@ def export(model: str = typer.Argument(..., help="Model file, .pq artifact, or r
     m, _, x = _load(model, sparsity, wbits, scheme, seed, input_shape)
     out = Path(out) if out else Path(Path(model).stem + (".pq" if format == "pq" else ".onnx"))
     if format == "onnx":
-        info = export_onnx(m, out, x, pwlq=pwlq)
-        print(f"wrote {out}: {info['bytes']} bytes; onnxruntime max rel err {info['rel_err']:.2g}; "
-                      f"nodes {info['nodes']}")
+        info = export_onnx(m, out, x, pwlq=pwlq, check=check)
+        checked = f"onnxruntime max rel err {info['rel_err']:.2g}" if "rel_err" in info else "not checked"
+        print(f"wrote {out}: {info['bytes']} bytes; {checked}; nodes {info['nodes']}")
         print(json.dumps({"path": str(out), **{k: v for k, v in info.items() if k != "path"}}))
         return
-    res = export_pq(m, out)
-    print_table([{"tensor": e.name, "kind": e.kind, "format": e.format, "bits": e.bits,
-                  "nnz/numel": f"{e.nnz}/{e.numel}", "bytes": e.nbytes, "fp32 bytes": e.fp32_nbytes}
-                 for e in res.entries if e.kind not in ("r", "raw")], title=str(out))
-    print(f"file {res.file_bytes} B = {res.size_ratio:.3f} x fp32 ({res.fp32_bytes} B); "
-                  f"{100 * res.overhead:.1f}% over the exact bit count of the stored streams")
-    print(json.dumps({"path": str(out), "file_bytes": res.file_bytes, "fp32_bytes": res.fp32_bytes,
-                      "size_ratio": res.size_ratio, "overhead": res.overhead}))
+    from ..analysis import report
+    from ..export.pqfile import save
+
+    res = save(m, out)
+    rep = report(m, x, file_bytes=False)
+    print_table([{"layer": r.name, "params": r.params, "nonzeros": r.nonzeros, "w bits": r.weight_bits,
+                  "bytes": round(r.bytes)} for r in rep.rows if r.params], title=str(out))
+    fp32 = rep.total.bytes_dense
+    print(f"file {res.file_bytes} B = {res.file_bytes / fp32:.3f} x fp32 ({fp32:.0f} B); "
+          f"report rows {rep.total.bytes:.0f} B")
+    print(json.dumps({"path": str(out), "file_bytes": res.file_bytes, "fp32_bytes": fp32,
+                      "size_ratio": res.file_bytes / fp32, "bytes_reported": rep.total.bytes}))
 
 
 def bench(model: str = typer.Argument(..., help="Model file, .pq artifact, or reference model name."),

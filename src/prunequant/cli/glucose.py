@@ -182,4 +182,7 @@ def compress(
     s0, s1 = res.size_before, res.size_after
     console.print(f"size {s0['bytes']:,} -> {s1['bytes']:,} bytes ({s0['bytes'] / s1['bytes']:.1f}x), "
                   f"MACs per prediction {s0['macs']:,} -> {s1['effective_macs']:,} effective")
+    if res.packed.get("file_bytes"):
+        console.print(f"packed file {res.packed['path']}: {res.packed['file_bytes']:,} bytes, predictions identical "
+                      f"to the safetensors copy: {res.packed['predictions_identical']}")
     console.print(f"wrote {out}/model.safetensors, report.json, summary.json and plots")

@@ -47,8 +47,10 @@ def joint(
     out: Path = typer.Option(Path("joint_out"), "--out", help="Output folder."),  # noqa: B008
     seed: int = common.SEED,
 ) -> None:
-    """Prune and mixed-precision quantize MODEL jointly to the given targets (at least one of --ratio,
-    --size-bytes, --wbits, --abits, --sparsity, --bops); validated before training starts."""
+    """Joint pruning + mixed-precision QAT of MODEL to a target (--ratio, --size-bytes, --wbits, --abits, ...).
+
+    Give at least one of --ratio, --size-bytes, --wbits, --abits, --sparsity, --bops. Every argument is validated
+    before training starts; outputs as for `prunequant run`."""
     from ..errors import ConfigError
 
     if all(v is None for v in (ratio, size_bytes, wbits, abits, sparsity, bops)):

@@ -44,7 +44,9 @@ def prune(
     out: Path = typer.Option(Path("prune_out"), "--out", help="Output folder."),  # noqa: B008
     seed: int = common.SEED,
 ) -> None:
-    """Prune MODEL with --method and fine-tune; every argument is validated before training starts."""
+    """Prune MODEL with --method (analytic, mac-budget, magnitude) and fine-tune it on --data.
+
+    Every argument is validated before training starts; outputs as for `prunequant run`."""
     from ..errors import ConfigError
 
     m = method.replace("-", "_")

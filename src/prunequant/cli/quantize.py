@@ -40,8 +40,9 @@ def quantize(
     out: Path = typer.Option(Path("quantize_out"), "--out", help="Output folder."),  # noqa: B008
     seed: int = common.SEED,
 ) -> None:
-    """Quantize MODEL after training (no retraining): fold BN, calibrate activations on --data, quantize weights;
-    every argument is validated before anything runs."""
+    """Post-training quantization of MODEL (BN folding, activation calibration on --data, weight quantizers).
+
+    Every argument is validated before anything runs; outputs as for `prunequant run`."""
     from ..errors import ConfigError
 
     if method not in METHODS:

@@ -18,8 +18,9 @@ def report(
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the report as CSV here.")] = None,
     plot_out: Annotated[Path | None, typer.Option("--plot", help="Also write a per-layer PNG plot here.")] = None,
 ) -> None:
-    """Load MODEL_FILE, run one example input of zeros through it, and print per-layer parameters, non-zeros,
-    sparsity, weight/activation bits, dense and effective MACs, and dense vs compressed bytes."""
+    """Per-layer table of a saved model: params, sparsity, bits, dense and effective MACs, bytes.
+
+    One example input of zeros (--input-shape) is run through the model to count MACs."""
     import torch
 
     from ..analysis import report as make_report

@@ -13,8 +13,10 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML (or a recipe.lock.y
         out: Path = typer.Option(..., "--out", help="Output folder: model.pq, report.json, plots, "  # noqa: B008
                                                     "recipe.lock.yaml."),
         check: bool = typer.Option(False, "--check", help="Only validate the recipe (nothing runs).")) -> None:
-    """Run a pipeline of steps (train, prune, quantize, joint, finalize, export) from one YAML file. Every key
-    is validated against the method configs before anything runs."""
+    """Run a YAML recipe: train, prune, quantize, joint, finalize, export steps (docs/cli.md).
+
+    Every key is validated against the method configs before anything runs. Writes OUT/model.pq,
+    OUT/report.json, plots and OUT/recipe.lock.yaml (running the lock file reproduces the result)."""
     from ..workflow import load_recipe, run_recipe
 
     rec = load_recipe(recipe)
@@ -22,24 +24,7 @@ def run(recipe: Path = typer.Argument(..., help="Recipe YAML (or a recipe.lock.y
         print(f"{recipe}: valid ({len(rec.steps)} steps: {', '.join(s.kind for s in rec.steps)})")
         return
     result = run_recipe(rec, out)
-    _print_result(result, out, recipe.name)
-
-
-def _print_result(result, out: Path, title: str) -> None:
-    from ..viz.tables import print_table
-
-    rep = json.loads((out / "report.json").read_text())
-    cols = ["name", "type", "params", "sparsity", "weight_bits", "act_bits", "macs", "effective_macs", "bytes"]
-    print_table([r for r in rep["rows"] if r.get("params")], title=title, columns=cols)
-    m = result.metric
-    print(f"{m['name']} on test: {m['before']:.4f} -> {m['after']:.4f} (from the file: {m['reloaded']:.4f}); "
-          f"{result.bytes_reported:,} bytes reported ({result.bytes_fp32 / max(result.bytes_reported, 1):.1f}x "
-          f"smaller than fp32), {result.bytes_file:,} bytes in {out / 'model.pq'}")
-    print(f"wrote {', '.join(Path(f).name for f in result.files)} in {out}/")
-    print(json.dumps({"out": str(out), "metric": m, "bytes_reported": result.bytes_reported,
-                      "bytes_fp32": result.bytes_fp32, "bytes_file": result.bytes_file,
-                      "steps": [{k: v for k, v in s.items() if k != "result"} for s in result.steps]},
-                     default=float))
+    common.print_result(result, out, recipe.name)
 
 
 def evaluate(model: Path = typer.Argument(..., help="A compressed model (.pq) or a saved model file."),  # noqa: B008

@@ -1,6 +1,8 @@
 """Deployment: packed artifact (``export`` / ``load_compressed``), ONNX export, fast inference paths.
 
-By role: :mod:`.kernels` (sparse, int8, PWLQ-int8, weight-only), :mod:`.select` (per-layer path selection:
+The compressed model file itself (quantizers attached on load, what ``report`` counts) is ``prunequant.save`` /
+``prunequant.load`` (:mod:`.pqfile`); ``export`` / ``load_compressed`` write/read the deployment artifact (effective
+weights). By role: :mod:`.kernels` (sparse, int8, PWLQ-int8, weight-only), :mod:`.select` (per-layer path selection:
 ``optimize``), :mod:`.artifact` (container, codec, API), :mod:`.onnx_export` (Q/DQ graphs from the quantizers'
 integer forms).
 

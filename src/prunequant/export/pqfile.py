@@ -326,15 +326,6 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
         dtype = getattr(torch, str(recipe.get("dtype")), None)
         if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
             model = model.to(dtype)  # an fp16 / bf16 model comes back in its own precision
-        try:  # a channel-pruned model is smaller than its constructor's: give the layers the stored shapes
-            from ..pruning.structured.shrink import resize_to_state_dict_
-        except ImportError:  # pragma: no cover - structured pruning not available
-            resize_to_state_dict_ = None
-        if resize_to_state_dict_ is not None:
-            items = layout["items"]
-            stored = {**layout["entries"], **{k: c["value"] for k, c in layout["chains"].items()}}
-            resize_to_state_dict_(model, {k: torch.empty(e["shape"] if "shape" in e else items[e["tensor"]][1],
-                                                         device="meta") for k, e in stored.items()})
     elif not isinstance(model, nn.Module):
         raise UnsupportedModuleError(f"load: model must be an nn.Module, got {type(model).__name__}")
     model = _assemble(model, layout, blob, str(path))

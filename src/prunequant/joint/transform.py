@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ..core.checks import check_weight
 from ..core.targets import weight_key
 from ..errors import ConfigError, LayerError
 from ..pruning.analytic import (
@@ -17,7 +18,7 @@ from ..pruning.analytic import (
     attach_analytic_thresholds_,
     harden_masks_,
 )
-from ..pruning.base import apply_mask_, check_weight, finalize_masks_, get_mask, prunable_modules
+from ..pruning.base import apply_mask_, finalize_masks_, get_mask, prunable_modules
 from ..quantization.base import ActFakeQuant, attach_input_quant
 from ..training.fit import batch_input
 from .config import JointConfig

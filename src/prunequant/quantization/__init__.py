@@ -14,7 +14,8 @@ Model level::
     quantize_(model, Log2Config(wbits=4), calibration_data=loader)
 
 Importing this package registers the configs with :mod:`prunequant.registry` and the weight quantizers
-(``uniform``, ``pwlq``, ``log2``) with the quantizer registry of :mod:`prunequant.core.quantizer`.
+(``uniform``, ``pwlq``, ``log2``, group-wise ``uniform-group`` / ``pwlq-group``) with the quantizer registry of
+:mod:`prunequant.core.quantizer`.
 """
 from .base import (
                    ActFakeQuant,
@@ -43,6 +44,7 @@ from .breakpoints import (
 )
 from .calibration import CALIBRATION_METHODS, RangeObserver, calibrate_ranges
 from .config import PTQConfig, PWLQConfig, UniformConfig
+from .groupwise import GroupPWLQWeightQuant, GroupUniformWeightQuant
 from .handler import (
                    LayerQuantStats,
                    QuantizationResult,
@@ -76,6 +78,8 @@ from .uniform import (
 
 __all__ = [
                    "CALIBRATION_METHODS",
+                   "GroupPWLQWeightQuant",
+                   "GroupUniformWeightQuant",
                    "METHODS",
                    "VARIANTS",
                    "ActFakeQuant",

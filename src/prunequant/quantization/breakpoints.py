@@ -451,9 +451,10 @@ def find_breakpoints(w: Tensor, bits: int, method: str = "empirical", n_breakpoi
 
     if method.endswith("_closed"):
         ratio = (closed_form_breakpoint(mt, method.split("_")[0]) / mt)[:, None]
-    elif method.endswith("_bisect") or n > 1:
-        prior = "gaussian" if method == "empirical" else method.split("_")[0]
-        ratio = bisect_breakpoints(mt, n, prior, truncated) / mt[:, None]
+    elif method.endswith("_bisect"):
+        ratio = bisect_breakpoints(mt, n, method.split("_")[0], truncated) / mt[:, None]
+    elif n > 1:  # start of the empirical coordinate search: the Gaussian optimum, to 1e-6 (the search refines it)
+        ratio = bisect_breakpoints(mt, n, "gaussian", truncated, tol=1e-6, max_sweeps=50) / mt[:, None]
     if method == "empirical":
         err = ChannelErrors(x.abs(), bits, variant)
         if n == 1 and (search == "exact" or (search == "auto"

@@ -26,16 +26,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..core.quantizer import ActFakeQuant
 from ..errors import ConfigError, LayerError, ShapeError
 
 CALIBRATION_METHODS = ("auto", "topk_median", "percentile", "minmax", "mse")
 ESTIMATORS = ("minmax", "percentile", "topk_median", "mse")
 _OBSERVED = ("minmax", "percentile", "topk_median")
-CLIP_GRID = 24                   # clipping ratios tried by "auto" (geometric, 1 down to 1/64 of the range)
+CLIP_GRID = 16                   # clipping ratios tried by "auto" (geometric, 1 down to 1/64 of the range)
 MSE_GRID = 64                    # clipping ratios tried by "mse" (linear in (0, 1])
 _MAX_SAMPLE_VALUES = 1 << 16     # values kept per layer for the "mse" search (an even subsample)
-_MAX_STORED_ELEMENTS = 1 << 21   # input elements kept per layer for the output-error search (8 MB fp32)
+_MAX_STORED_ELEMENTS = 1 << 20   # input elements kept per layer for the output-error search (4 MB fp32)
 
 
 class RangeObserver:
@@ -319,8 +318,3 @@ def calibrate_ranges(model: nn.Module, modules: dict[str, nn.Module], data, *, m
             choices[name] = choice
         out[name] = choice.range
     return out
-
-
-def range_quantizer(lo: float, hi: float, bits: int) -> ActFakeQuant:
-    """The activation quantizer for a calibrated range (same as :meth:`ActFakeQuant.from_range`)."""
-    return ActFakeQuant.from_range(lo, hi, bits)

@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from .base import WeightFakeQuant, check_bits
 from .breakpoints import METHODS, SEARCH_RANGE, SEARCHES, check_ratio_range
 from .calibration import CALIBRATION_METHODS
+from .groupwise import GroupPWLQWeightQuant, GroupUniformWeightQuant, check_group_size
 from .pwlq import MAX_BREAKPOINTS, VARIANTS, PWLQWeightQuant
 from .uniform import UniformWeightQuant
 
@@ -109,6 +110,8 @@ class PWLQConfig(PTQConfig):
       ``breakpoint_search``: ``"auto"``, ``"exact"`` or ``"grid"`` (see ``find_breakpoints``).
     * ``scheme``: ``"pwlq"``, or ``"uniform"`` for the baseline (kept for existing callers; prefer
       :class:`UniformConfig`); ``uniform_symmetric`` picks symmetric or affine for it.
+    * ``group_size``: ``None`` (per output channel / tensor, see ``granularity``) or g (e.g. 32/64/128): range
+      and breakpoints per group of g input elements, fp16 (:mod:`.groupwise`, docs/weight_only.md).
     """
 
     scheme: str = "pwlq"
@@ -118,9 +121,11 @@ class PWLQConfig(PTQConfig):
     uniform_symmetric: bool = True
     breakpoint_range: tuple[float, float] = SEARCH_RANGE
     breakpoint_search: str = "auto"
+    group_size: int | None = None
 
     def __post_init__(self):
         super().__post_init__()
+        _check_group_config(self)
         for key, value, allowed in (("scheme", self.scheme, SCHEMES), ("variant", self.variant, VARIANTS),
                                     ("breakpoint_method", self.breakpoint_method, METHODS)):
             if value not in allowed:
@@ -141,6 +146,13 @@ class PWLQConfig(PTQConfig):
         return self.scheme
 
     def make_quantizer(self, w: Tensor, bits: int, name: str) -> WeightFakeQuant:
+        if self.group_size is not None and self.scheme == "uniform":
+            return GroupUniformWeightQuant.from_weight(w, bits, self.group_size, symmetric=self.uniform_symmetric,
+                                                       name=name)
+        if self.group_size is not None:
+            return GroupPWLQWeightQuant.from_weight(w, bits, self.group_size, method=self.breakpoint_method,
+                                                    n_breakpoints=self.n_breakpoints, variant=self.variant, name=name,
+                                                    ratio_range=self.breakpoint_range, search=self.breakpoint_search)
         if self.scheme == "uniform":
             return UniformWeightQuant.from_weight(w, bits, symmetric=self.uniform_symmetric, dim=self.dim, name=name)
         return PWLQWeightQuant.from_weight(w, bits, method=self.breakpoint_method, n_breakpoints=self.n_breakpoints,
@@ -151,13 +163,39 @@ class PWLQConfig(PTQConfig):
 @dataclass
 class UniformConfig(PTQConfig):
     """Post-training uniform quantization (paper eq. 1): symmetric (``symmetric=True``, max-scaled) or affine
-    per channel / per tensor. Shared fields: :class:`PTQConfig`."""
+    per channel / per tensor, or per group of ``group_size`` input elements (fp16 scale, uint8 zero point when
+    affine: torchao's int4 weight-only scheme with ``symmetric=False``). Shared fields: :class:`PTQConfig`."""
 
     symmetric: bool = True
+    group_size: int | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_group_config(self)
 
     @property
     def scheme_name(self) -> str:
         return "uniform"
 
     def make_quantizer(self, w: Tensor, bits: int, name: str) -> WeightFakeQuant:
+        if self.group_size is not None:
+            return GroupUniformWeightQuant.from_weight(w, bits, self.group_size, symmetric=self.symmetric, name=name)
         return UniformWeightQuant.from_weight(w, bits, symmetric=self.symmetric, dim=self.dim, name=name)
+
+
+def _check_group_config(config: PTQConfig) -> None:
+    """``group_size`` is None or a positive integer, groups live inside output channels, codes fit 8 bits."""
+    g = config.group_size
+    if g is None:
+        return
+    name = type(config).__name__
+    try:
+        check_group_size(g, g)
+    except ConfigError as e:
+        raise ConfigError(f"{name}.group_size must be None or a positive integer, got {g!r}") from e
+    if config.granularity != "channel":
+        raise ConfigError(f"{name}: group_size={g} splits each output channel into groups; it needs "
+                          f"granularity='channel', got {config.granularity!r}")
+    if max(config.wbits, 8 if config.keep_8bit else 0) > 8:
+        raise ConfigError(f"{name}: group-wise codes are stored in 8-bit containers; wbits must be <= 8, "
+                          f"got {config.wbits}")

@@ -45,14 +45,16 @@ def _sse(P1: Tensor, S2: Tensor, bounds: Tensor, levels: Tensor) -> tuple[Tensor
     return sse.clamp(min=0), S1, cnt
 
 
-def lloyd_max(x: Tensor, init: Tensor, max_iter: int = 100, rtol: float = 1e-9) -> tuple[Tensor, Tensor]:
+def lloyd_max(x: Tensor, init: Tensor, max_iter: int = 100, rtol: float = 1e-9,
+              prefix=None) -> tuple[Tensor, Tensor]:
     """Run Lloyd iterations on each row of ``x`` (C, K) from ``init`` (C, L) levels.
 
     Returns (levels (C, L) sorted, sum of squared errors (C,) float64). Levels of empty cells stay put.
+    ``prefix``: the sorted values and prefix sums of ``x`` from an earlier call (reused across start grids).
     """
     if x.dim() != 2 or init.dim() != 2 or init.shape[0] != x.shape[0]:
         raise ShapeError(f"lloyd_max expects x (C, K) and init (C, L), got {tuple(x.shape)}, {tuple(init.shape)}")
-    s, P1, S2 = _sorted_prefix(x)
+    s, P1, S2 = prefix if prefix is not None else _sorted_prefix(x)
     lev = init.to(torch.float64).sort(1).values
     prev = None
     for _ in range(max_iter):
@@ -98,13 +100,14 @@ def lloyd_max_mse(w: Tensor, n_levels: int, *, dim: int | None = 0, inits: list[
     x = to_channels(w.detach(), dim)
     starts = [uniform_levels(w, n_levels, dim), quantile_levels(x, n_levels)] + [g.to(x.device) for g in inits]
     best_lev, best_sse = None, None
+    prefix = _sorted_prefix(x)
     for g in starts:  # a handful of initial grids, not a loop over channels
         if g.dim() != 2 or g.shape[0] != x.shape[0]:
             raise ShapeError(f"{name}: Lloyd-Max init grid has shape {tuple(g.shape)}, expected "
                              f"({x.shape[0]}, {n_levels})")
         if g.shape[1] != n_levels:
             continue
-        lev, sse = lloyd_max(x, g, max_iter=max_iter)
+        lev, sse = lloyd_max(x, g, max_iter=max_iter, prefix=prefix)
         if best_sse is None:
             best_lev, best_sse = lev, sse
         else:

@@ -23,9 +23,22 @@ from torch import Tensor
 
 from .base import IntForm, RegionForm, WeightFakeQuant, check_weight, register_quantizer, to_channels
 from .breakpoints import SEARCH_RANGE, find_breakpoints
-from .pwlq_ops import (MAX_BREAKPOINTS, VARIANTS, as_breakpoints, bounds, check_variant,  # noqa: F401
-                       magnitude_cells, magnitude_quant, pwlq_codes, pwlq_dequantize, pwlq_level_count,
-                       pwlq_levels, pwlq_quantize, region_bits, region_steps)
+from .pwlq_ops import (  # noqa: F401 - re-exported: the functional API's old home
+    MAX_BREAKPOINTS,
+    VARIANTS,
+    as_breakpoints,
+    bounds,
+    check_variant,
+    magnitude_cells,
+    magnitude_quant,
+    pwlq_codes,
+    pwlq_dequantize,
+    pwlq_level_count,
+    pwlq_levels,
+    pwlq_quantize,
+    region_bits,
+    region_steps,
+)
 
 _as_breakpoints = as_breakpoints  # old private names, kept for callers outside the package
 _magnitude_quant = magnitude_quant

@@ -45,7 +45,8 @@ class PluginCallback(TrainerCallback):
 
     def on_step_begin(self, args, state, control, model=None, **kwargs: Any):
         step = state.global_step + 1
-        extra = sum(p.loss(model, step) for p in self.plugins)
+        terms = [t for t in (p.loss(model, step) for p in self.plugins) if t is not None]
+        extra = sum(terms) if terms else None
         if getattr(extra, "requires_grad", False):
             extra.backward()
 

@@ -47,7 +47,8 @@ class PluginCallback(Callback):
         self._last_step = trainer.global_step
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        extra = sum(p.loss(pl_module, trainer.global_step + 1) for p in self.plugins)
+        terms = [t for t in (p.loss(pl_module, trainer.global_step + 1) for p in self.plugins) if t is not None]
+        extra = sum(terms) if terms else None
         if getattr(extra, "requires_grad", False):
             extra.backward()
 

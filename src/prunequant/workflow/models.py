@@ -289,14 +289,14 @@ def load_model_file(path: str | Path) -> nn.Module:
     from ..storage import read_metadata
 
     kind = read_metadata(path).get("kind")
-    import prunequant
-
-    if kind != "model" and callable(getattr(prunequant, "load", None)):
-        return prunequant.load(path)
-    if kind == "pq-artifact":
+    if kind == "pq-artifact":  # the packed deployment artifact of prunequant.export.export
         from ..export import load_compressed
 
         return load_compressed(path)
-    from ..io import load
+    if kind == "model":  # prunequant.io.save
+        from ..io import load
 
-    return load(path)
+        return load(path)
+    import prunequant
+
+    return prunequant.load(path)  # the compressed model format (.pq); names the file on any other kind

@@ -318,16 +318,13 @@ def evaluate_file(model_path: str | Path, data: DataSource, skeleton: ModelSourc
             skeleton = dataclasses.replace(check_model_source(m[kind]), kwargs=dict(m.get("kwargs") or {}))
     skel = None
     if skeleton is not None:
-        skel = build_model_from(dataclasses.replace(skeleton, weights=None), seed=seed, task=data.task) \
-            if skeleton.kind != "reference" else None
-        if skeleton.kind == "reference":
+        if skeleton.kind == "reference":  # the architecture only: no training for a skeleton
             from ..models import build_model
 
             skel = build_model(skeleton.spec)
-    try:
-        model = load_compressed_file(model_path, skel) if skel is not None else load_model_file(model_path)
-    except ConfigError:
-        raise
+        else:
+            skel = build_model_from(dataclasses.replace(skeleton, weights=None), seed=seed, task=data.task)
+    model = load_compressed_file(model_path, skel) if skel is not None else load_model_file(model_path)
     split = "test" if data.test is not None else "train"
     ds = load_split(data, split, seed)
     value = data.task_obj.evaluate(model.eval(), loader(ds, data.batch_size, False))

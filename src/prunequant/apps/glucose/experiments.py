@@ -74,7 +74,7 @@ def _row(dataset: str, model: str, m: GlucoseMetrics, size: dict | int, **extra)
     if m.parkes is not None:
         r["parkes_ab"] = m.parkes["A"] + m.parkes["B"]
         r["iso15197_within_15"] = m.iso15197["within_15"]
-    for k in ("bytes_dense", "effective_macs", "params", "nonzeros"):
+    for k in ("tensor_bytes", "bytes_dense", "effective_macs", "params", "nonzeros"):
         if k in size:
             r[k] = size[k]
     r.update(extra)
@@ -285,33 +285,49 @@ def _window_linear(kind: str, xtr, ytr, xva, yva, xte) -> tuple[np.ndarray, dict
     mu, sd = f.mean(0), f.std(0) + 1e-9
     z = lambda x: (feats(x) - mu) / sd
     target = np.asarray(ytr) / np.asarray(xtr)[:, -1, 0] - 1.0
-    grid = (0.1, 1.0, 10.0, 100.0, 1000.0) if kind == "ridge" else tuple(range(1, min(16, f.shape[1]) + 1))
+    if kind == "ridge":
+        grid = (0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
+        models = {g: Ridge(alpha=g).fit(z(xtr), target).predict for g in grid}
+    else:  # one fit with k_max components; every k by truncating the rotations (as in PLSBaseline)
+        pls = PLSRegression(n_components=min(16, f.shape[1]), scale=False).fit(z(xtr), target)
+        grid = tuple(range(1, pls.n_components + 1))
+
+        def trunc(k):
+            coef = pls.x_rotations_[:, :k] @ pls.y_loadings_[:, :k].T
+            return lambda zz: (zz - pls._x_mean) @ coef + pls._y_mean
+        models = {k: trunc(k) for k in grid}
     best = None
     for g in grid:
-        m = Ridge(alpha=g).fit(z(xtr), target) if kind == "ridge" else \
-            PLSRegression(n_components=g, scale=False).fit(z(xtr), target)
-        pv = np.asarray(xva)[:, -1, 0] * (1.0 + m.predict(z(xva)).ravel())
+        pv = np.asarray(xva)[:, -1, 0] * (1.0 + np.ravel(models[g](z(xva))))
         score = float(np.mean(np.abs(pv - yva) / yva))
         if best is None or score < best[0]:
-            best = (score, g, m)
-    pred = np.asarray(xte)[:, -1, 0] * (1.0 + best[2].predict(z(xte)).ravel())
+            best = (score, g)
+    pred = np.asarray(xte)[:, -1, 0] * (1.0 + np.ravel(models[best[1]](z(xte))))
     return pred, {"alpha" if kind == "ridge" else "n_components": best[1], "bytes": (f.shape[1] * 3 + 1) * 4,
                   "macs": int(f.shape[1])}
 
 
 def _compress_and_reload(model, xtr, ytr, xva, yva, settings: CompressSettings, train: TrainSettings,
                          path: Path | None):
-    """Compress with the project's methods, save with ``prunequant.io.save`` and load the file back (fresh model
-    rebuilt through the registry); the returned model is the one read from the file."""
+    """Compress with the project's methods, write the packed ``.pq`` file (``prunequant.save``; falls back to
+    ``prunequant.io.save`` if the packed format refuses the model) and load it back; the returned model is the one
+    read from the file. Returns (compressed, outcome, model from file, file bytes, format)."""
+    from ... import load as pq_load
+    from ... import save as pq_save
+    from ...errors import PrunequantError
     from ...io import load, save
 
     small, outcome = compress_glucose(model, xtr, ytr, xva, yva, settings, train)
     if path is None:
-        return small, outcome, small, None
+        return small, outcome, small, None, None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save(small, path, metadata={"app": "glucose", "compression": asdict(settings)})
-    return small, outcome, load(path), path.stat().st_size
+    try:
+        res = pq_save(small, path.with_suffix(".pq"))
+        return small, outcome, pq_load(res.path), int(res.file_bytes), "pq"
+    except PrunequantError:
+        save(small, path, metadata={"app": "glucose", "compression": asdict(settings)})
+        return small, outcome, load(path), path.stat().st_size, "safetensors"
 
 
 def run_cgm_isig(recipe: CGMRecipe | None = None, out: str | Path | None = None, console=None,
@@ -364,11 +380,12 @@ def run_cgm_isig(recipe: CGMRecipe | None = None, out: str | Path | None = None,
             continue
         t = time.perf_counter()
         path = None if out is None else Path(out) / "cgm_isig_compressed.safetensors"
-        small, outcome, loaded, file_bytes = _compress_and_reload(model, tr.x, tr.y, va.x, va.y, r.compress, train,
-                                                                 path)
+        small, outcome, loaded, file_bytes, fmt = _compress_and_reload(model, tr.x, tr.y, va.x, va.y, r.compress,
+                                                                      train, path)
         preds["compressed-lstm"] = predict(loaded, te.x)
         rows.append(_row("cgm-isig", "compressed-lstm", evaluate_predictions(te.y, preds["compressed-lstm"]),
                          size_report(small, example), sparsity=outcome.prune.sparsity, file_bytes=file_bytes,
+                         file_format=fmt,
                          evaluated_from_file=path is not None, seconds=round(time.perf_counter() - t, 1), **extra))
         _log(console, f"compressed LSTM: MARD {rows[-1]['mard']:.2f}%, {rows[-1]['bytes']:,} bytes")
         t_h = (te.time - te.time[0]).astype("timedelta64[s]").astype(np.float64) / 3600.0
@@ -460,10 +477,12 @@ def run_cgm_nir(recipe: CGMNIRRecipe | None = None, out: str | Path | None = Non
     if r.compress_model:
         t = time.perf_counter()
         path = None if out is None else Path(out) / "cgm_nir_compressed.safetensors"
-        small, outcome, loaded, file_bytes = _compress_and_reload(model, xtr, ytr, xva, yva, r.compress, train, path)
+        small, outcome, loaded, file_bytes, fmt = _compress_and_reload(model, xtr, ytr, xva, yva, r.compress, train,
+                                                                      path)
         preds["compressed-lstm"] = predict(loaded, xte)
         rows.append(_row(dataset, "compressed-lstm", evaluate_predictions(yte, preds["compressed-lstm"]),
                          size_report(small, example), sparsity=outcome.prune.sparsity, file_bytes=file_bytes,
+                         file_format=fmt,
                          evaluated_from_file=path is not None, seconds=round(time.perf_counter() - t, 1), **tag))
         _log(console, f"compressed LSTM: MARD {rows[-1]['mard']:.2f}%, {rows[-1]['bytes']:,} bytes")
         result["compressed"] = loaded

@@ -117,14 +117,20 @@ def evaluate_model(model: nn.Module, x, y, clinical: bool = True) -> GlucoseMetr
 
 
 def size_report(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
-    """Storage and compute per prediction: ``bytes`` (report's sparse/low-bit bytes + fixed buffers),
-    ``bytes_dense`` (fp32 parameters + buffers), MACs and effective (non-zero) MACs, params and non-zeros."""
+    """Storage and compute per prediction.
+
+    ``bytes``: the compressed ``.pq`` file :func:`prunequant.save` writes (the report measures it with the same
+    code), buffers, layout and header included; ``tensor_bytes``: the parameters alone as the cost model prices
+    them (cheapest of dense / bitmap / CSR per tensor, never above dense); ``bytes_dense``: fp32 parameters +
+    buffers, no container. A dense model's file is ``bytes_dense`` plus ~1-2 kB of layout and header. Also MACs,
+    effective (non-zero) MACs, params and non-zeros."""
     from ...analysis import report
 
     rep = report(model, example_input)
     t = rep.total
-    extra = model.buffer_bytes() if hasattr(model, "buffer_bytes") else 0
-    return {"bytes": int(t.bytes + extra), "bytes_dense": int(t.bytes_dense + extra), "macs": int(t.macs),
+    extra = model.buffer_bytes() if hasattr(model, "buffer_bytes") else 0  # already inside the file's bytes
+    return {"bytes": int(t.bytes), "tensor_bytes": int(t.bytes - rep.file_overhead_bytes),
+            "bytes_dense": int(t.bytes_dense + extra), "macs": int(t.macs),
             "effective_macs": int(t.effective_macs), "params": int(t.params), "nonzeros": int(t.nonzeros)}
 
 

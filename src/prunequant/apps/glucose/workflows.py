@@ -63,6 +63,7 @@ class CompressResult:
     settings: dict
     report: Any
     files: list[Path] = field(default_factory=list)
+    packed: dict = field(default_factory=dict)     # the .pq file: path, bytes, identical predictions (or error)
 
 
 @dataclass
@@ -381,11 +382,25 @@ def compress_saved(model_path: str | Path, data: str | Path | None = None, ferme
     after = Evaluation("compressed", evaluate_predictions(y, p, clinical=clinical), y, p, unit, clinical, t_h)
     res = CompressResult(evaluated, before, after, size0, size1, float(outcome.prune.sparsity), asdict(cs), rep,
                          files)
+    packed: dict = {}
+    if out is not None:  # also the packed .pq file (prunequant.save), checked against the safetensors copy
+        from ... import load as pq_load
+        from ... import save as pq_save
+        from ...errors import PrunequantError
+
+        try:
+            pr = pq_save(small, out / "model.pq")
+            same = bool(np.array_equal(predict(pq_load(pr.path), x), p))
+            packed = {"path": str(pr.path), "file_bytes": int(pr.file_bytes), "predictions_identical": same}
+            files.append(Path(pr.path))
+        except PrunequantError as e:
+            packed = {"error": str(e)}
+    res.packed = packed
     if out is not None:
         files += write_plots(out, after)
         rep.to_json(out / "report.json")
         files.append(out / "report.json")
         files.append(_write_json(out / "summary.json", {
             "before": before.metrics.to_dict(), "after": after.metrics.to_dict(), "size_before": size0,
-            "size_after": size1, "sparsity": res.sparsity, "evaluated_from_file": True}))
+            "size_after": size1, "sparsity": res.sparsity, "evaluated_from_file": True, "packed_pq": packed}))
     return res

@@ -107,7 +107,8 @@ def export(model: nn.Module, path: str | Path, *, check: bool = True) -> ExportR
                 raise LayerError(f"layer '{key}': the stored form does not rebuild the effective tensor exactly "
                                  f"(max abs diff {float(diff):.3g}); refusing to write {path}")
     header = {"model": {"class": f"{type(model).__module__}.{type(model).__qualname__}", "config": config},
-              "layers": {r.name: [r.kind, r.format, r.bits, r.nnz, r.numel] for r in reports if r.kind != "raw"}}
+              "layers": {r.name: [r.kind, r.format, r.bits, r.nnz, r.numel] for r in reports
+                         if r.kind in ("quantized", "sparse")}}
     write_container(path, blob, layout, header)
     fp32 = sum(r.fp32_nbytes for r in reports)
     return ExportResult(str(path), path.stat().st_size, payload.size, payload.info_bits / 8, fp32, reports)

@@ -9,7 +9,9 @@ A layout entry per tensor of the plain state dict, with named keys:
   as its :class:`~prunequant.core.quantizer.QuantSpec` (scheme, JSON attrs, named tensors), rebuilt with
   :func:`~prunequant.core.quantizer.quantizer_from_spec`, whose ``decode`` gives back the float weights.
 * ``kind: "sparse"`` (pruned, not quantized): the kept float ``values``.
-* ``kind: "raw"`` (biases, BN statistics, activation scales ...): the tensor as is.
+* ``kind: "raw"`` (biases, BN statistics, activation scales ...): the tensor as is;
+* ``kind: "constant"``: a tensor holding one repeated value (e.g. a BatchNorm folded to identity): the value
+  and the shape only.
 
 For quantized and sparse entries the non-zero pattern is stored as nothing (dense), a bitmap or CSR, whichever
 makes the tensor smallest (:func:`~prunequant.export.sparse_format.choose_format`); only kept codes/values are
@@ -18,6 +20,7 @@ stored.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,6 +176,14 @@ def encode_quantized(key: str, w_eff: Tensor, quant, qin: Tensor, payload: Paylo
 def encode_float(key: str, t: Tensor, payload: Payload) -> tuple[dict, EntryReport]:
     """Layout entry of a float (or integer) tensor: raw, or its kept values with a bitmap/CSR pattern."""
     shape = tuple(t.shape)
+    if t.numel() > 1 and t.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64,
+                                     torch.int32) and bool((t == t.reshape(-1)[0]).all()):
+        # one value repeated (e.g. a BatchNorm folded to identity): stored as that value and the shape
+        v = t.reshape(-1)[0].item()
+        # the JSON number must give the same tensor back
+        if math.isfinite(v) and torch.full((), v, dtype=t.dtype).item() == v:
+            return ({"kind": "constant", "dtype": dtype_name(t.dtype), "shape": list(shape), "value": v},
+                    EntryReport(key, "constant", "dense", t.numel(), t.numel() if v else 0, 0, 0, 4 * t.numel()))
     if not t.is_floating_point() or t.numel() == 0:
         i = payload.add(t)
         return {"kind": "raw", "tensor": i}, EntryReport(key, "raw", "dense", t.numel(), t.numel(),
@@ -250,6 +261,11 @@ def decode_entry(key: str, e: dict, payload: Tensor, items: list) -> Tensor:
     kind = e.get("kind")
     if kind == "raw":
         return payload_item(payload, items, e["tensor"], where)
+    if kind == "constant":
+        try:
+            return torch.full(tuple(int(d) for d in e["shape"]), e["value"], dtype=DTYPES[e["dtype"]])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise StorageError(f"{where}: malformed constant entry ({err})") from err
     try:
         dtype = DTYPES[e["dtype"]]
         shape = tuple(int(d) for d in e["shape"])

@@ -15,9 +15,8 @@ Example:
     >>> from torch.nn.utils import parametrize
     >>> from prunequant.quantization.groupwise import GroupPWLQWeightQuant
     >>> lin = torch.nn.Linear(64, 8)
-    >>> parametrize.register_parametrization(lin, "weight", GroupPWLQWeightQuant.from_weight(lin.weight, 3, 32))
+    >>> _ = parametrize.register_parametrization(lin, "weight", GroupPWLQWeightQuant.from_weight(lin.weight, 3, 32))
     >>> packed = PackedWeightOnlyLinear.from_module(lin)
-    >>> x = torch.randn(2, 64)
     >>> torch.equal(packed.dequantized_weight(), lin.weight.detach())
     True
 """

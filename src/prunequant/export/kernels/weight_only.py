@@ -162,7 +162,8 @@ def pack_weight_only(module: nn.Linear) -> KernelWeights:
                              rf.step.expand(N, R).float().contiguous(), rf.lower.expand(N, R).float().contiguous(),
                              *bc, bias)
     raise UnsupportedModuleError(f"weight-only kernel: the {quant.scheme} quantizer has no integer form "
-                                 f"({quant.bits} bits)")
+                                 f"({quant.bits} bits); group-wise and other schemes run on "
+                                 "export.kernels.PackedWeightOnlyLinear")
 
 
 def _unpack_rows(packed: Tensor, width: int, K: int) -> Tensor:

@@ -8,9 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...core.checks import check_weight
 from ...core.targets import weight_key
 from ...errors import LayerError
-from ..base import apply_mask_, check_weight, get_mask, mask_parametrizations, prunable_modules
+from ..base import apply_mask_, get_mask, mask_parametrizations, prunable_modules
 from .config import AnalyticThresholdConfig
 from .controller import clamp_alpha_, project_min_density_
 from .parametrization import AnalyticThreshold

@@ -11,9 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...core.checks import check_weight
 from ...core.targets import weight_key
 from ...errors import ConfigError, LayerError
-from ..base import apply_mask_, check_weight, global_sparsity, kept_mask, prunable_modules
+from ..base import apply_mask_, global_sparsity, kept_mask, prunable_modules
 from .allowance import allowance_factors, layer_kind
 from .config import MacBudgetConfig
 from .history import LayerRound, MacBudgetResult, RoundRecord, format_round

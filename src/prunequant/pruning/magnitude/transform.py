@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ...core.checks import check_weight
 from ...core.targets import weight_key
 from ...errors import ConfigError, LayerError
-from ..base import apply_mask_, check_weight, prunable_modules
+from ..base import apply_mask_, prunable_modules
 
 SCOPES = ("global", "uniform")
 

@@ -207,10 +207,11 @@ class ChannelAnalyticPlugin(TrainPlugin):
 
     The loss is ``λ · soft_cost`` (λ = ``penalty_weight``, 1.0 when 0): it pulls each β_l up in proportion to the
     real cost its channels carry, against the task loss. The budget itself is tracked, not penalised: every
-    ``track_every`` steps one common factor on all β is bisected so that the real cost of the hard decision equals
-    a setpoint that ramps (cubically) from 1 to the target over ``target_ramp`` of ``total_steps`` (a dual λ
-    oscillates on these short schedules; the factor cannot overshoot). α is projected to ``α ≤ alpha_max_ratio · β`` and annealed (cosine) by
-    ``alpha_anneal``.
+    ``track_every`` steps (default: every step) one common factor on all β is bisected so that the real cost of the
+    hard decision equals a setpoint that ramps (cubically) from 1 to the target over ``target_ramp`` of
+    ``total_steps`` (a dual λ oscillates on such short schedules; the factor cannot overshoot). α is annealed
+    (cosine, multiplier ``alpha_anneal`` at the end) so the soft gates harden towards the snapped decision;
+    ``dual_lr`` and ``alpha_max_ratio`` are accepted for config compatibility and unused.
     """
 
     name = "channel_analytic"

@@ -6,7 +6,6 @@ called directly too.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -17,7 +16,8 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...training import TrainConfig, Trainer, evaluate
-from ...training.fit import Fit, example_input as _example_from
+from ...training.fit import Fit
+from ...training.fit import example_input as _example_from
 from .analytic import ChannelAnalyticPlugin, StructuredTarget, attach_channel_gates_, detach_channel_gates_
 from .costs import CostModel
 from .groups import ChannelGraph, build_channel_graph
@@ -89,10 +89,10 @@ def prune_channels_analytic_(model: nn.Module, config: Any, fit: Fit | None = No
                              ignore: Sequence[nn.Module | str] = ()) -> StructuredResult | ChannelAnalyticPlugin:
     """Analytic channel pruning, in place.
 
-    Without ``fit``: gates are attached and the :class:`ChannelAnalyticPlugin` is returned for the user's own loop (``total_steps``:
-    the optimizer steps you will train for, setting the setpoint ramp and α annealing); then call
-    :func:`finalize_channels_` (or ``prunequant.finalize_``). With ``fit``: ``config.epochs`` with learned gates, snap to the target, removal,
-    ``config.finetune_epochs`` of fine-tuning of the shrunk model.
+    Without ``fit``: gates are attached and the :class:`ChannelAnalyticPlugin` is returned for the user's own
+    loop (``total_steps``: the optimizer steps you will train for, setting the setpoint ramp and α annealing);
+    then call :func:`finalize_channels_` (or ``prunequant.finalize_``). With ``fit``: ``config.epochs`` with learned
+    gates, snap to the target, removal, ``config.finetune_epochs`` of fine-tuning of the shrunk model.
 
     Args:
         model: the model (no parametrizations yet).
@@ -265,11 +265,6 @@ def prune_channels_mac_budget_(model: nn.Module, config: Any, fit: Fit | None = 
     if fit is not None and fit.val is not None:
         result.info["val_metric"] = evaluate(model, fit.val, fit.metric)
     return result
-
-
-def shrunk_copy(model: nn.Module) -> nn.Module:
-    """A deep copy (helper for benchmarks that compare one dense model under several methods)."""
-    return copy.deepcopy(model)
 
 
 def _register() -> None:

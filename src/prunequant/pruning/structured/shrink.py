@@ -150,7 +150,8 @@ def resize_to_state_dict_(model: nn.Module, state: Mapping[str, Tensor]) -> list
             continue
         if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             if tuple(w.shape[2:]) != tuple(mod.weight.shape[2:]):
-                raise ShapeError(f"layer '{name}': stored kernel {tuple(w.shape)} does not fit {tuple(mod.weight.shape)}")
+                raise ShapeError(f"layer '{name}': stored kernel {tuple(w.shape)} does not fit "
+                                 f"{tuple(mod.weight.shape)}")
             depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
             if depthwise:
                 mod.out_channels = mod.in_channels = mod.groups = int(w.shape[0])

@@ -1,4 +1,4 @@
-"""Fidelity check against the fp32 model after every verb, and layers listed as skipped with the reason."""
+"""core.fidelity: the check against the fp32 model after every verb, and layers listed as skipped with the reason."""
 import logging
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from prunequant import prune_, quantize_
-from prunequant.analysis.fidelity import FidelityProbe, take_samples
+from prunequant.core.fidelity import FidelityProbe, take_samples
 from prunequant.pruning import MagnitudeConfig
 from prunequant.quantization import PWLQConfig
 

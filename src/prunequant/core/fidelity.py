@@ -26,9 +26,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from ..core.targets import Selector, compressible_weights, unsupported_layers
-from ..core.tracing import split_example_input
 from ..errors import ConfigError
+from .targets import Selector, compressible_weights, unsupported_layers
+from .tracing import split_example_input
 
 __all__ = ["DEFAULT_COSINE_THRESHOLD", "FidelityProbe", "FidelityReport", "LayerFidelity", "run_checked",
            "skipped_layers", "take_samples", "warn_if_low"]
