@@ -20,45 +20,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ...errors import ConfigError, LayerError
+from ...errors import LayerError
 from ...training import TrainPlugin
-from .costs import CostModel, group_scores
+from .costs import CostModel, StructuredTarget, close_gap, group_scores
 from .groups import ChannelGraph
 
 __all__ = ["ChannelGate", "ChannelGates", "ChannelAnalyticPlugin", "StructuredTarget", "attach_channel_gates_",
            "detach_channel_gates_"]
-
-
-class StructuredTarget:
-    """What a channel budget is measured in: ``kind`` "macs" (fraction of real MACs removed), "sparsity"
-    (fraction of parameters removed) or "params" (a parameter count to reach); ``value`` the number."""
-
-    def __init__(self, kind: str, value: float):
-        if kind not in ("macs", "sparsity", "params"):
-            raise ConfigError(f"structured target must be 'macs', 'sparsity' or 'params', got {kind!r}")
-        if kind in ("macs", "sparsity") and not 0.0 <= value < 1.0:
-            raise ConfigError(f"{kind} reduction must be in [0, 1), got {value}")
-        if kind == "params" and not value >= 1:
-            raise ConfigError(f"target parameter count must be >= 1, got {value}")
-        self.kind, self.value = kind, float(value)
-
-    def __repr__(self) -> str:
-        return f"StructuredTarget({self.kind!r}, {self.value})"
-
-    def ratio(self, costs: CostModel) -> float:
-        """Target cost as a fraction of the dense cost (of the quantity :meth:`measure` returns)."""
-        if self.kind == "macs":
-            return 1.0 - self.value
-        if self.kind == "sparsity":
-            return 1.0 - self.value
-        return self.value / costs.dense_params
-
-    def measure(self, costs: CostModel, keep: list[Tensor]) -> Tensor:
-        """Cost of ``keep`` as a fraction of the dense cost (differentiable)."""
-        p, m = costs.costs(keep)
-        if self.kind == "macs":
-            return m / costs.dense_macs
-        return p / costs.dense_params
 
 
 class ChannelGates(nn.Module):
@@ -324,7 +292,6 @@ class ChannelAnalyticPlugin(TrainPlugin):
             else:
                 hi = mid
         keep = self.gates.hard_keep(hi)
-        from .mac_budget import close_gap
 
         scores = [self.gates.scores(i).detach() for i in range(len(keep))]
         keep = close_gap(self.costs, self.target, keep, scores, self.goal, tolerance)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ...errors import ConfigError
 from .attention import HeadPrunedAttention
 from .groups import ChannelGraph, ChannelGroup, Member, _forward
 
@@ -31,7 +32,7 @@ def _head_tensors(m: nn.Module) -> list[tuple[nn.Module, int, int]]:
         return [(m.q_proj, 0, inner), (m.k_proj, 0, inner), (m.v_proj, 0, inner), (m.out_proj, 1, inner)]
     return [(m, 0, 3 * inner), (m.out_proj, 1, inner)]
 
-__all__ = ["CostModel", "group_scores", "raw_weight"]
+__all__ = ["CostModel", "StructuredTarget", "close_gap", "group_scores", "raw_weight"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -213,3 +214,92 @@ class CostModel:
                 for gi in {gi for gi, _ in s.out_members + s.in_members}:
                     out[gi] += s.numel * s.uses
         return out
+
+
+class StructuredTarget:
+    """What a channel budget is measured in: ``kind`` "macs" (fraction of real MACs removed), "sparsity"
+    (fraction of parameters removed) or "params" (a parameter count to reach); ``value`` the number."""
+
+    def __init__(self, kind: str, value: float):
+        if kind not in ("macs", "sparsity", "params"):
+            raise ConfigError(f"structured target must be 'macs', 'sparsity' or 'params', got {kind!r}")
+        if kind in ("macs", "sparsity") and not 0.0 <= value < 1.0:
+            raise ConfigError(f"{kind} reduction must be in [0, 1), got {value}")
+        if kind == "params" and not value >= 1:
+            raise ConfigError(f"target parameter count must be >= 1, got {value}")
+        self.kind, self.value = kind, float(value)
+
+    def __repr__(self) -> str:
+        return f"StructuredTarget({self.kind!r}, {self.value})"
+
+    def ratio(self, costs: CostModel) -> float:
+        """Target cost as a fraction of the dense cost (of the quantity :meth:`measure` returns)."""
+        if self.kind == "macs":
+            return 1.0 - self.value
+        if self.kind == "sparsity":
+            return 1.0 - self.value
+        return self.value / costs.dense_params
+
+    def measure(self, costs: CostModel, keep: list[Tensor]) -> Tensor:
+        """Cost of ``keep`` as a fraction of the dense cost (differentiable)."""
+        p, m = costs.costs(keep)
+        if self.kind == "macs":
+            return m / costs.dense_macs
+        return p / costs.dense_params
+
+
+def close_gap(costs: CostModel, target: StructuredTarget, keep: list[Tensor], scores: list[Tensor], goal: float,
+              tolerance: float, max_iter: int = 5000, rounds: int = 6) -> list[Tensor]:
+    """Close the discrete gap to ``goal`` (a cost ratio) one channel at a time: above the goal, remove the weakest
+    kept channels (``scores``) until within budget; below ``goal - tolerance``, restore the strongest removed ones
+    that still fit, and if none fits, restore one anyway and remove weaker channels elsewhere. At least one channel
+    per group stays."""
+    keep = [k.clone() for k in keep]
+
+    def ratio():
+        return float(target.measure(costs, keep))
+
+    def remove_until_within(protect=None):
+        cur = ratio()
+        if cur <= goal:
+            return cur
+        cands = sorted((float(s[c]), gi, c) for gi, (k, s) in enumerate(zip(keep, scores))
+                       for c in range(len(k)) if k[c] > 0 and (gi, c) != protect)
+        for _, gi, c in cands[:max_iter]:
+            if keep[gi].sum() <= 1:
+                continue
+            keep[gi][c] = 0.0
+            cur = ratio()
+            if cur <= goal:
+                break
+        return cur
+
+    cur = remove_until_within()
+    for _ in range(rounds):
+        if cur >= goal - tolerance:
+            break
+        cands = sorted(((float(s[c]), gi, c) for gi, (k, s) in enumerate(zip(keep, scores))
+                        for c in range(len(k)) if k[c] == 0), reverse=True)
+        if not cands:
+            break
+        over = None
+        for _, gi, c in cands[:max_iter]:
+            keep[gi][c] = 1.0
+            new = ratio()
+            if new > goal:
+                keep[gi][c] = 0.0
+                over = over or (gi, c)
+                continue
+            cur = new
+            if cur >= goal - tolerance:
+                break
+        if cur >= goal - tolerance or over is None:
+            break
+        before = [k.clone() for k in keep]
+        keep[over[0]][over[1]] = 1.0
+        new = remove_until_within(protect=over)
+        if new > goal or new < cur:  # no better: undo
+            keep = before
+            break
+        cur = new
+    return keep

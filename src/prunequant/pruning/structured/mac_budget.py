@@ -21,8 +21,7 @@ import torch
 from torch import Tensor
 
 from ...errors import LayerError
-from .analytic import StructuredTarget
-from .costs import CostModel, group_scores
+from .costs import CostModel, StructuredTarget, close_gap, group_scores
 
 __all__ = ["allowances", "channel_threshold", "close_gap", "plan_for_target"]
 
@@ -114,58 +113,3 @@ def plan_for_target(costs: CostModel, target: StructuredTarget, *, power: float 
     return _plan_from_keep(graph, keep), info
 
 
-def close_gap(costs: CostModel, target: StructuredTarget, keep: list[Tensor], scores: list[Tensor], goal: float,
-              tolerance: float, max_iter: int = 5000, rounds: int = 6) -> list[Tensor]:
-    """Close the discrete gap to ``goal`` (a cost ratio) one channel at a time: above the goal, remove the weakest
-    kept channels (``scores``) until within budget; below ``goal - tolerance``, restore the strongest removed ones
-    that still fit, and if none fits, restore one anyway and remove weaker channels elsewhere. At least one channel
-    per group stays."""
-    keep = [k.clone() for k in keep]
-
-    def ratio():
-        return float(target.measure(costs, keep))
-
-    def remove_until_within(protect=None):
-        cur = ratio()
-        if cur <= goal:
-            return cur
-        cands = sorted((float(s[c]), gi, c) for gi, (k, s) in enumerate(zip(keep, scores))
-                       for c in range(len(k)) if k[c] > 0 and (gi, c) != protect)
-        for _, gi, c in cands[:max_iter]:
-            if keep[gi].sum() <= 1:
-                continue
-            keep[gi][c] = 0.0
-            cur = ratio()
-            if cur <= goal:
-                break
-        return cur
-
-    cur = remove_until_within()
-    for _ in range(rounds):
-        if cur >= goal - tolerance:
-            break
-        cands = sorted(((float(s[c]), gi, c) for gi, (k, s) in enumerate(zip(keep, scores))
-                        for c in range(len(k)) if k[c] == 0), reverse=True)
-        if not cands:
-            break
-        over = None
-        for _, gi, c in cands[:max_iter]:
-            keep[gi][c] = 1.0
-            new = ratio()
-            if new > goal:
-                keep[gi][c] = 0.0
-                over = over or (gi, c)
-                continue
-            cur = new
-            if cur >= goal - tolerance:
-                break
-        if cur >= goal - tolerance or over is None:
-            break
-        before = [k.clone() for k in keep]
-        keep[over[0]][over[1]] = 1.0
-        new = remove_until_within(protect=over)
-        if new > goal or new < cur:  # no better: undo
-            keep = before
-            break
-        cur = new
-    return keep

@@ -18,8 +18,8 @@ from ...errors import ConfigError
 from ...training import TrainConfig, Trainer, evaluate
 from ...training.fit import Fit
 from ...training.fit import example_input as _example_from
-from .analytic import ChannelAnalyticPlugin, StructuredTarget, attach_channel_gates_, detach_channel_gates_
-from .costs import CostModel
+from .analytic import ChannelAnalyticPlugin, attach_channel_gates_, detach_channel_gates_
+from .costs import CostModel, StructuredTarget
 from .groups import ChannelGraph, build_channel_graph
 from .mac_budget import plan_for_target
 from .shrink import remove_channels_

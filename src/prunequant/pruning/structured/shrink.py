@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import ConfigError, ShapeError
-from .groups import ChannelGraph, ChannelGroup
+from .graph import ChannelGraph, ChannelGroup
 
 log = logging.getLogger("prunequant.pruning.structured")
 
