@@ -7,7 +7,8 @@ training), at batch 1 and 64:
 * ``sparse_csr``      magnitude-pruned to 50/80/90/95 %, every layer forced to the CSR path;
 * ``int8_torch``      8-bit symmetric uniform weights, int8 path (torch.ao quantized engine, activations int8);
 * ``pwlq_int8``       4-bit PWLQ (1 breakpoint, empirical), forced to the int8-branch path;
-* ``pwlq_dequant_ref`` (Linear layers up to 2048x2048) the weight-only reference (dequantize packed codes every call + fp32 GEMM),
+* ``pwlq_dequant_ref`` (Linear layers up to 2048x2048) the weight-only reference (dequantize packed codes every
+  call + fp32 GEMM),
   i.e. what the Triton kernel fuses on GPU - on CPU it only shows the unfused cost;
 * ``pwlq_sparse90_auto`` 90 % pruned + 4-bit PWLQ with the automatic per-layer choice;
 * ``dense_fp32_ort`` / ``int8_ort`` the fp32 model in onnxruntime, and onnxruntime's own static int8 QDQ
@@ -39,8 +40,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from prunequant.export import export, optimize
-from prunequant.export.ort_runtime import ort_fp32, ort_int8
 from prunequant.export.kernels.weight_only import WeightOnlyLinear
+from prunequant.export.ort_runtime import ort_fp32, ort_int8
 from prunequant.models import build_model
 from prunequant.pruning.base import apply_mask_, prunable_modules
 from prunequant.quantization.pwlq import PWLQWeightQuant

@@ -51,7 +51,7 @@ def _compress(model, scheme: str, sparsity: float = 0.8):
                 q.set_bias_correction(torch.full((w.shape[0],), 0.01), torch.full((w.shape[0],), 1.1))
             parametrize.register_parametrization(mod, pname, q)
     if "act" in scheme:
-        for name, mod, _ in prunable_modules(model):
+        for _name, mod, _ in prunable_modules(model):
             attach_input_quant(mod, ActFakeQuant(8, signed=True, scale=0.05))
     return model
 

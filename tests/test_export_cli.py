@@ -1,13 +1,12 @@
 """CLI: ``prunequant export`` (pq and onnx) and ``prunequant bench`` on a saved model file."""
 
 import torch
+from torch.nn.utils import parametrize
 from typer.testing import CliRunner
 
 from conftest import last_json
-from prunequant.cli.main import app
-from torch.nn.utils import parametrize
-
 from prunequant import load as pq_load
+from prunequant.cli.main import app
 from prunequant.io import save
 from prunequant.models import build_model
 

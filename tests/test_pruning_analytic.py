@@ -236,7 +236,8 @@ def test_controller_setpoint_ramp_and_dual_ascent():
 def test_min_density_projection_and_snap_hit_their_targets():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(50, 40), nn.Linear(40, 30), nn.Linear(30, 3))
-    items = attach_analytic_thresholds_(model, AnalyticThresholdConfig(granularity="channel_threshold", min_density=0.0))
+    items = attach_analytic_thresholds_(model, AnalyticThresholdConfig(granularity="channel_threshold",
+                                                                       min_density=0.0))
     pairs = [(p, w) for _, p, w in items]
     with torch.no_grad():
         for p, _ in pairs:
@@ -309,7 +310,7 @@ def test_resume_restores_controller_and_thresholds_exactly(tmp_path):
     run(str(tmp_path), max_steps=13)            # interrupted run
     resumed, p_res = run(str(tmp_path))         # resumes from its step-13 checkpoint and finishes
     assert p_res.controller.lam == pytest.approx(p_full.controller.lam, rel=1e-6)
-    for (k, v), (k2, v2) in zip(full.state_dict().items(), resumed.state_dict().items()):
+    for (k, v), (_k2, v2) in zip(full.state_dict().items(), resumed.state_dict().items()):
         torch.testing.assert_close(v, v2, msg=k)
 
 

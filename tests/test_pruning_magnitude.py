@@ -35,7 +35,7 @@ def test_uniform_prunes_same_fraction_in_every_layer():
     assert set(sp) == {"features.0.weight", "features.3.weight", "features.6.weight", "classifier.weight"}
     for v in sp.values():
         assert v == pytest.approx(0.4, abs=0.004)
-    for name, module in (("features.0", model.features[0]), ("classifier", model.classifier)):
+    for _name, module in (("features.0", model.features[0]), ("classifier", model.classifier)):
         assert isinstance(get_mask(module, "weight"), FixedMask)
         w = module.parametrizations.weight.original.detach().abs()
         keep = get_mask(module, "weight").mask
