@@ -48,7 +48,8 @@ def run_method(method: str, model, target: float, rounds: int, epochs: int, base
     train, _, test = loaders
     if method == "mac_budget":
         cfg = MacBudgetConfig(mac_reduction=target, rounds=rounds, retrain_epochs=epochs)
-        prune_(model, cfg, train=train if epochs else None, train_config=base, example_input=X)
+        fit = dict(train=train, train_config=base) if epochs else {}  # one-shot: no training data
+        prune_(model, cfg, example_input=X, **fit)
     else:
         for rnd, goal in enumerate(round_targets(0.0, target, rounds, "geometric"), start=1):
             s, _ = sparsity_for_mac_reduction(model, goal, X, scope=method)
