@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .digits import BasicBlock  # the same residual block as the digits ResNet
 from .registry import build_model, register_model
 
 log = logging.getLogger(__name__)
@@ -32,25 +33,6 @@ CACHE_ENV = "PRUNEQUANT_CACHE"
 
 def _ch(c: int, width: float, divisor: int = 8) -> int:
     return max(divisor, int(round(c * width / divisor)) * divisor)
-
-
-class _Block(nn.Module):
-    """Basic residual block: conv3x3-BN-ReLU-conv3x3-BN (+ identity or 1x1 conv-BN projection), ReLU."""
-
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-        self.relu2 = nn.ReLU()
-
-    def forward(self, x):
-        return self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))) + self.shortcut(x))
 
 
 @register_model("fashion_resnet")
@@ -79,7 +61,7 @@ class FashionResNet(nn.Module):
         layers, c = [], widths[0]
         for i, (w, n) in enumerate(zip(widths, blocks)):
             for j in range(n):
-                layers.append(_Block(c, w, 2 if (j == 0 and i > 0) else 1))
+                layers.append(BasicBlock(c, w, 2 if (j == 0 and i > 0) else 1))
                 c = w
         self.layers = nn.Sequential(*layers)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
