@@ -10,7 +10,8 @@ test images, in one run:
 * ``uniform`` / ``pwlq1`` / ``pwlq2`` (PWLQ with 1 / 2 breakpoints), each with and without bias correction
   (``+bc``), at W4A8, W3A8, W4A4 (equal nominal bits), and ``uniform`` at W5A8 (equal storage with PWLQ-4: PWLQ-b
   stores a b-bit code plus a region bit; uniform W4A8 is the equal-storage match of PWLQ-3). The project's
-  pipeline: BN folded, per-channel weights, per-layer activations calibrated by top-10 median;
+  pipeline: BN folded, per-channel weights, per-layer activations calibrated by top-10 median (``--calibration``; the
+  library default ``auto`` is ~6x slower to calibrate);
 * ``torch_ao``: PyTorch's FX graph-mode PTQ (per-channel symmetric weights cut to the bit width, histogram
   activation observers, int8 kernels);
 * ``brevitas_gptq+bc``: Brevitas (benchmark-only dependency, ``pip install brevitas``) graph quantization with
@@ -23,6 +24,10 @@ scale (+ int zero point for torch.ao) for the peers).
 
     .venv/bin/python benchmarks/pwlq_accuracy.py --quick   # 1 seed, quick-trained models, 1,000 test images
     .venv/bin/python benchmarks/pwlq_accuracy.py           # 3 seeds, --schedule full, all 10,000 test images
+    # models trained elsewhere, wait for them, end by 10:50 UTC (skips a seed that would not finish):
+    .venv/bin/python benchmarks/pwlq_accuracy.py --cached-only --finish-by 10:50 --test-images 2000
+
+The JSON is rewritten after every (model, seed), so an interrupted run keeps what it measured.
 
 Last stdout line: {"benchmark": "pwlq_accuracy", "rows": [{"dataset", "model", "method", "wbits", "abits",
 "bits_per_weight", "accuracy", ...}], "comparisons": [...], ...}
@@ -31,8 +36,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
+import hashlib
 import json
 import math
+import os
 import statistics
 import time
 import warnings
@@ -46,6 +54,7 @@ from prunequant.data import fashion_mnist
 from prunequant.models.fashion import evaluate_accuracy, train_fashion_reference
 from prunequant.pruning.base import prunable_modules
 from prunequant.quantization import PWLQConfig
+from prunequant.quantization.calibration import CALIBRATION_METHODS
 from prunequant.quantization.handler import quantize_weights_
 
 NOMINAL = ((4, 8), (3, 8), (4, 4))
@@ -152,19 +161,157 @@ def brevitas_gptq(model, wbits: int, abits: int, calib: torch.Tensor):
     return q.eval()
 
 
+def reference_path(name: str, seed: int, schedule: str) -> Path:
+    """Cache file ``train_fashion_reference`` writes for (name, width 1, seed, schedule) (same key and hash), so
+    that ``--cached-only`` can wait for a model trained elsewhere instead of training it here."""
+    from prunequant.models.fashion import SCHEDULES, cache_dir
+
+    key = json.dumps({"name": name, "width": 1.0, "seed": seed, **SCHEDULES[schedule]}, sort_keys=True)
+    tag = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return cache_dir() / "fashion" / f"{name}-w1-s{seed}-{tag}.safetensors"
+
+
+def run_model_seed(name, seed, args, ds, schedule, x_test, y_test, n_calib, record, acc) -> None:
+    """Every method on one trained model (one seed): records accuracies and all-in bits per weight."""
+    model, _ = train_fashion_reference(name, seed=seed, schedule=schedule, data=ds)
+    g = torch.Generator().manual_seed(1000 + seed)
+    calib = ds.x_train[torch.randperm(len(ds.y_train), generator=g)[:n_calib]]
+    record((name, "fp32", 32, 32), accuracy(model, x_test, y_test), 32.0)
+    settings = [(wb, ab, s) for wb, ab in NOMINAL for s in ("uniform", "pwlq1", "pwlq2")] + \
+               [(5, 8, "uniform")]
+    if args.minimal:
+        settings = [(4, 8, "uniform"), (4, 8, "pwlq1"), (3, 8, "uniform"), (3, 8, "pwlq1"), (5, 8, "uniform")]
+    t0 = time.perf_counter()
+    for wb, ab, scheme in settings:
+        for bc in ((True,) if args.minimal else (False, True)):
+            m = copy.deepcopy(model)
+            cfg = PWLQConfig(wbits=wb, abits=ab, scheme="uniform" if scheme == "uniform" else "pwlq",
+                             n_breakpoints=2 if scheme == "pwlq2" else 1, bias_correction=bc,
+                             calibration=args.calibration, calibration_batch_size=16)
+            # the PTQ transform behind quantize_ (no post-hoc fidelity pass, which costs extra forwards)
+            quantize_weights_(m, cfg, calibration_data=calib)
+            key = (name, scheme + ("+bc" if bc else ""), wb, ab)
+            record(key, accuracy(m, x_test, y_test), ours_bits_per_weight(m))
+            print(f"  {name} s{seed} {key[1]} W{wb}A{ab}: {acc[key][-1]:.4f}", flush=True)
+    print(f"{name} seed {seed}: project methods done ({time.perf_counter() - t0:.0f}s)", flush=True)
+    if args.no_peers:
+        return
+    for wb, ab in (NOMINAL[:1] if args.minimal else NOMINAL):
+        try:
+            q = torch_ao_ptq(model, wb, ab, calib, x_test[:1])
+            record((name, "torch_ao", wb, ab), accuracy(q, x_test, y_test), peer_bits_per_weight(model, wb, 32 + 32))
+        except Exception as e:  # noqa: BLE001 - report where torch.ao does not apply
+            record((name, "torch_ao", wb, ab), float("nan"), float("nan"))
+            print(f"torch.ao PTQ failed for {name} W{wb}A{ab}: {e}")
+    for wb, ab in (() if args.minimal else ((4, 8), (3, 8))):
+        try:
+            q = brevitas_gptq(model, wb, ab, calib)
+            record((name, "brevitas_gptq+bc", wb, ab), accuracy(q, x_test, y_test), peer_bits_per_weight(model, wb, 32))
+        except Exception as e:  # noqa: BLE001 - report where the peer does not apply
+            record((name, "brevitas_gptq+bc", wb, ab), float("nan"), float("nan"))
+            print(f"Brevitas GPTQ failed for {name} W{wb}A{ab}: {type(e).__name__}: {e}")
+    print(f"{name} seed {seed}: peers done ({time.perf_counter() - t0:.0f}s)", flush=True)
+
+
+def summarize(acc, bpw, seeds_done, models, args, schedule, n_test, n_calib, skipped, seconds) -> dict:
+    rows = []
+    for (name, method, wb, ab), vals in acc.items():
+        ok = [v for v in vals if not math.isnan(v)]
+        rows.append({"dataset": "fashion_mnist", "model": name, "method": method, "wbits": wb, "abits": ab,
+                     "bits_per_weight": round(bpw[(name, method, wb, ab)], 4),
+                     "accuracy": round(statistics.mean(ok), 4) if ok else None,
+                     "seeds": seeds_done[name], "accuracy_per_seed": [round(v, 4) for v in vals],
+                     "accuracy_std": round(statistics.stdev(ok), 4) if len(ok) > 1 else None})
+    by = {(r["model"], r["method"], r["wbits"], r["abits"]): r["accuracy"] for r in rows}
+    models = [n for n in models if seeds_done.get(n)]
+    comparisons = []
+    for name in models:
+        for scheme in ("pwlq1", "pwlq2"):
+            for bc in ("", "+bc"):
+                for wb, ab in NOMINAL:  # equal nominal bits
+                    if (name, scheme + bc, wb, ab) not in by:
+                        continue
+                    u, p = by[(name, "uniform" + bc, wb, ab)], by[(name, scheme + bc, wb, ab)]
+                    comparisons.append({"model": name, "kind": "equal_nominal_bits", "pwlq": f"{scheme}{bc} W{wb}A{ab}",
+                                        "uniform": f"uniform{bc} W{wb}A{ab}", "pwlq_acc": p, "uniform_acc": u,
+                                        "margin": round(p - u, 4)})
+                for wb in (4, 3):  # equal storage: PWLQ-b (1 breakpoint: b + 1 bits) vs uniform-(b+1)
+                    if scheme != "pwlq1" or (name, scheme + bc, wb, 8) not in by:
+                        continue
+                    u, p = by[(name, "uniform" + bc, wb + 1, 8)], by[(name, scheme + bc, wb, 8)]
+                    comparisons.append({"model": name, "kind": "equal_storage", "pwlq": f"{scheme}{bc} W{wb}A8",
+                                        "uniform": f"uniform{bc} W{wb + 1}A8", "pwlq_acc": p, "uniform_acc": u,
+                                        "margin": round(p - u, 4)})
+    peer_cmp = []
+    for name in models:
+        for wb in (4, 3):
+            peer = by.get((name, "brevitas_gptq+bc", wb, 8))
+            ours = by.get((name, "pwlq1+bc", wb, 8))
+            if ours is None:
+                continue
+            peer_cmp.append({"model": name, "wbits": wb, "abits": 8, "pwlq1+bc": ours, "brevitas_gptq+bc": peer,
+                             "pwlq_ahead": None if peer is None else ours > peer})
+    nominal = [c for c in comparisons if c["kind"] == "equal_nominal_bits" and c["pwlq"].startswith("pwlq1")]
+    storage = [c for c in comparisons if c["kind"] == "equal_storage"]
+    margin = {n: statistics.mean(c["margin"] for c in nominal if c["model"] == n) for n in models
+              if any(c["model"] == n for c in nominal)}
+    fp = {n: by[(n, "fp32", 32, 32)] for n in models}
+    return {"benchmark": "pwlq_accuracy", "dataset": "fashion_mnist", "quick": args.quick, "minimal": args.minimal,
+            "seeds": seeds_done, "schedule": schedule, "test_images": n_test,
+            "calibration": f"{n_calib} random train images (seeded by training seed), activations "
+                           f"calibration={args.calibration!r}, batch 16",
+            "skipped": skipped, "fp32": fp, "rows": rows, "comparisons": comparisons, "peer_comparisons": peer_cmp,
+            "mean_pwlq_margin_equal_nominal_bits": {k: round(v, 4) for k, v in margin.items()},
+            "goal_pwlq_ahead_of_uniform_equal_nominal_all": all(c["margin"] > 0 for c in nominal),
+            "goal_widest_margin_on_depthwise": margin["fashion_mobilenetv2"] > margin["fashion_resnet"]
+            if len(margin) == 2 else None,
+            "goal_pwlq_bc_ahead_of_peer": all(c["pwlq_ahead"] for c in peer_cmp if c["pwlq_ahead"] is not None)
+            if any(c["pwlq_ahead"] is not None for c in peer_cmp) else None,
+            "goal_pwlq_not_behind_uniform_equal_storage": all(c["margin"] >= 0 for c in storage),
+            "equal_storage_wins": sum(c["margin"] >= 0 for c in storage), "equal_storage_count": len(storage),
+            "seconds": round(seconds, 1)}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _deadline(hhmm: str | None) -> float | None:
+    """Epoch seconds of the next HH:MM UTC (today, or tomorrow if already past)."""
+    if not hhmm:
+        return None
+    h, m = (int(v) for v in hhmm.split(":"))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    t = now.replace(hour=h, minute=m, second=0, microsecond=0)
+    if t < now:
+        t += datetime.timedelta(days=1)
+    return t.timestamp()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 seed, quick-trained models, 1,000 test images")
-    ap.add_argument("--seeds", type=int, default=None, help="training seeds (default 1 quick / 3 full)")
+    ap.add_argument("--seeds", type=int, default=None, help="training seeds per model (default 1 quick / 3 full)")
     ap.add_argument("--schedule", default=None, choices=("quick", "full"),
                     help="training schedule of the reference models (default quick with --quick, else full)")
     ap.add_argument("--test-images", type=int, default=None, help="default 1,000 quick / 10,000 full")
     ap.add_argument("--calib-images", type=int, default=None, help="default 128 quick / 512 full")
+    ap.add_argument("--calibration", default="topk_median", choices=CALIBRATION_METHODS,
+                    help="activation calibration of the project's rows (default topk_median, the paper's top-10 "
+                         "median; 'auto' is the library default and ~6x slower)")
     ap.add_argument("--no-peers", action="store_true", help="skip torch.ao and Brevitas")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument("--minimal", action="store_true",
                     help="only W4A8/W3A8 with bias correction (uniform, pwlq1, uniform W5A8) and torch.ao: for an "
                          "overloaded machine; the JSON says so")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="never train: use reference models already in the cache, waiting for ones being trained "
+                         "elsewhere; with --finish-by, skip a (model, seed) that would not finish in time")
+    ap.add_argument("--finish-by", default=None, metavar="HH:MM",
+                    help="UTC time by which the run must end (with --cached-only): a (model, seed) is started only if "
+                         "the slowest one so far of that model would still finish")
     ap.add_argument("--data", default=None, help="Fashion-MNIST directory (default: $PRUNEQUANT_FASHION_MNIST or "
                                                  "/usr/share/datasets/fashion-mnist)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
@@ -185,107 +332,59 @@ def main() -> None:
         bpw[key] = bits
 
     models = list(args.models)
-    for name in models:
-        for seed in seeds:
-            model, _ = train_fashion_reference(name, seed=seed, schedule=schedule, data=ds)
-            g = torch.Generator().manual_seed(1000 + seed)
-            calib = ds.x_train[torch.randperm(len(ds.y_train), generator=g)[:n_calib]]
-            record((name, "fp32", 32, 32), accuracy(model, x_test, y_test), 32.0)
-            settings = [(wb, ab, s) for wb, ab in NOMINAL for s in ("uniform", "pwlq1", "pwlq2")] + \
-                       [(5, 8, "uniform")]
-            if args.minimal:
-                settings = [(4, 8, "uniform"), (4, 8, "pwlq1"), (3, 8, "uniform"), (3, 8, "pwlq1"), (5, 8, "uniform")]
-            for wb, ab, scheme in settings:
-                for bc in ((True,) if args.minimal else (False, True)):
-                    m = copy.deepcopy(model)
-                    cfg = PWLQConfig(wbits=wb, abits=ab, scheme="uniform" if scheme == "uniform" else "pwlq",
-                                     n_breakpoints=2 if scheme == "pwlq2" else 1, bias_correction=bc,
-                                     calibration_batch_size=16)
-                    # the PTQ transform behind quantize_ (no post-hoc fidelity pass, which costs extra forwards)
-                    quantize_weights_(m, cfg, calibration_data=calib)
-                    record((name, scheme + ("+bc" if bc else ""), wb, ab), accuracy(m, x_test, y_test),
-                           ours_bits_per_weight(m))
-                    print(f"  {name} {scheme}{'+bc' if bc else ''} W{wb}A{ab}: "
-                          f"{acc[(name, scheme + ('+bc' if bc else ''), wb, ab)][-1]:.4f}", flush=True)
-            print(f"{name} seed {seed}: project methods done ({time.perf_counter() - t0:.0f}s)", flush=True)
-            if args.no_peers:
-                continue
-            for wb, ab in (NOMINAL[:1] if args.minimal else NOMINAL):
-                try:
-                    q = torch_ao_ptq(model, wb, ab, calib, x_test[:1])
-                    record((name, "torch_ao", wb, ab), accuracy(q, x_test, y_test),
-                           peer_bits_per_weight(model, wb, 32 + 32))
-                except Exception as e:  # noqa: BLE001 - report where torch.ao does not apply
-                    record((name, "torch_ao", wb, ab), float("nan"), float("nan"))
-                    print(f"torch.ao PTQ failed for {name} W{wb}A{ab}: {e}")
-            for wb, ab in (() if args.minimal else ((4, 8), (3, 8))):
-                try:
-                    q = brevitas_gptq(model, wb, ab, calib)
-                    record((name, "brevitas_gptq+bc", wb, ab), accuracy(q, x_test, y_test),
-                           peer_bits_per_weight(model, wb, 32))
-                except Exception as e:  # noqa: BLE001 - report where the peer does not apply
-                    record((name, "brevitas_gptq+bc", wb, ab), float("nan"), float("nan"))
-                    print(f"Brevitas GPTQ failed for {name} W{wb}A{ab}: {type(e).__name__}: {e}")
-            print(f"{name} seed {seed}: peers done ({time.perf_counter() - t0:.0f}s)", flush=True)
-
-    rows = []
-    for (name, method, wb, ab), vals in acc.items():
-        ok = [v for v in vals if not math.isnan(v)]
-        rows.append({"dataset": "fashion_mnist", "model": name, "method": method, "wbits": wb, "abits": ab,
-                     "bits_per_weight": round(bpw[(name, method, wb, ab)], 4),
-                     "accuracy": round(statistics.mean(ok), 4) if ok else None,
-                     "accuracy_per_seed": [round(v, 4) for v in vals],
-                     "accuracy_std": round(statistics.stdev(ok), 4) if len(ok) > 1 else None})
-    by = {(r["model"], r["method"], r["wbits"], r["abits"]): r["accuracy"] for r in rows}
-    comparisons = []
-    for name in models:
-        for bc in ("", "+bc"):
-            for wb, ab in NOMINAL:  # equal nominal bits
-                if (name, "pwlq1" + bc, wb, ab) not in by:
-                    continue
-                u, p = by[(name, "uniform" + bc, wb, ab)], by[(name, "pwlq1" + bc, wb, ab)]
-                comparisons.append({"model": name, "kind": "equal_nominal_bits", "pwlq": f"pwlq1{bc} W{wb}A{ab}",
-                                    "uniform": f"uniform{bc} W{wb}A{ab}", "pwlq_acc": p, "uniform_acc": u,
-                                    "margin": round(p - u, 4)})
-            for wb in (4, 3):  # equal storage: PWLQ-b vs uniform-(b+1)
-                if (name, "pwlq1" + bc, wb, 8) not in by:
-                    continue
-                u, p = by[(name, "uniform" + bc, wb + 1, 8)], by[(name, "pwlq1" + bc, wb, 8)]
-                comparisons.append({"model": name, "kind": "equal_storage", "pwlq": f"pwlq1{bc} W{wb}A8",
-                                    "uniform": f"uniform{bc} W{wb + 1}A8", "pwlq_acc": p, "uniform_acc": u,
-                                    "margin": round(p - u, 4)})
-    peer_cmp = []
-    for name in models:
-        for wb in (4, 3):
-            peer = by.get((name, "brevitas_gptq+bc", wb, 8))
-            ours = by[(name, "pwlq1+bc", wb, 8)]
-            peer_cmp.append({"model": name, "wbits": wb, "abits": 8, "pwlq1+bc": ours, "brevitas_gptq+bc": peer,
-                             "pwlq_ahead": None if peer is None else ours > peer})
-    nominal = [c for c in comparisons if c["kind"] == "equal_nominal_bits"]
-    storage = [c for c in comparisons if c["kind"] == "equal_storage"]
-    margin = {n: statistics.mean(c["margin"] for c in nominal if c["model"] == n) for n in models}
-    fp = {n: by[(n, "fp32", 32, 32)] for n in models}
-    print(f"{'model':20s} {'method':17s} {'W/A':7s} {'bits/w':>7s} {'acc':>7s}")
-    for r in sorted(rows, key=lambda r: (r["model"], r["abits"], -r["wbits"], r["method"])):
-        a = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
-        print(f"{r['model']:20s} {r['method']:17s} W{r['wbits']}A{r['abits']:<4d} {r['bits_per_weight']:7.3f} {a:>7s}")
-    result = {"benchmark": "pwlq_accuracy", "dataset": "fashion_mnist", "quick": args.quick, "minimal": args.minimal,
-              "seeds": seeds,
-              "schedule": schedule, "test_images": n_test,
-              "calibration": f"{n_calib} random train images (seeded), top-10 median, batch 16",
-              "fp32": fp, "rows": rows, "comparisons": comparisons, "peer_comparisons": peer_cmp,
-              "mean_pwlq_margin_equal_nominal_bits": {k: round(v, 4) for k, v in margin.items()},
-              "goal_pwlq_ahead_of_uniform_equal_nominal_all": all(c["margin"] > 0 for c in nominal),
-              "goal_widest_margin_on_depthwise": margin["fashion_mobilenetv2"] > margin["fashion_resnet"]
-              if len(margin) == 2 else None,
-              "goal_pwlq_bc_ahead_of_peer": all(c["pwlq_ahead"] for c in peer_cmp if c["pwlq_ahead"] is not None)
-              if any(c["pwlq_ahead"] is not None for c in peer_cmp) else None,
-              "goal_pwlq_not_behind_uniform_equal_storage": all(c["margin"] >= 0 for c in storage),
-              "equal_storage_wins": sum(c["margin"] >= 0 for c in storage), "equal_storage_count": len(storage),
-              "seconds": round(time.perf_counter() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
     tag = "" if len(models) == len(MODELS) else "_" + "_".join(models)
-    (args.out / f"pwlq_accuracy{tag}.json").write_text(json.dumps(result, indent=1))
+    out = args.out / f"pwlq_accuracy{tag}.json"
+    # jobs in priority order: seed 0 of every model, then every seed of the first model, then the others' seeds
+    pending = [(n, 0) for n in models if 0 in seeds] + [(models[0], s) for s in seeds if s] + \
+              [(n, s) for n in models[1:] for s in seeds if s]
+    seeds_done: dict[str, list[int]] = {n: [] for n in models}
+    job_secs: dict[str, float] = {}
+    skipped: list[str] = []
+    end_by = _deadline(args.finish_by)
+
+    def est(job) -> float:  # the slowest (model, seed) of that model so far, else of any model
+        return job_secs.get(job[0], max(job_secs.values(), default=0.0))
+
+    while pending:
+        ready = [j for j in pending if not args.cached_only or reference_path(j[0], j[1], schedule).is_file()]
+        if end_by is not None:
+            for j in list(pending):
+                if time.time() + est(j) > end_by:
+                    pending.remove(j)
+                    skipped.append(f"{j[0]} seed {j[1]}: would not finish by {args.finish_by} UTC "
+                                   f"(~{est(j):.0f}s per model-seed)")
+                    print(skipped[-1], flush=True)
+            # a ready job starts only if the pending jobs ahead of it in priority could still finish after it
+            ready = [j for j in ready if j in pending and
+                     time.time() + est(j) + sum(est(k) for k in pending[:pending.index(j)]) <= end_by]
+        if not pending:
+            break
+        if not ready:
+            time.sleep(20)  # waiting for a reference model being trained elsewhere (or for time to fit)
+            continue
+        name, seed = ready[0]
+        pending.remove((name, seed))
+        tj = time.perf_counter()
+        run_model_seed(name, seed, args, ds, schedule, x_test, y_test, n_calib, record, acc)
+        job_secs[name] = max(job_secs.get(name, 0.0), time.perf_counter() - tj)
+        seeds_done[name].append(seed)
+        print(f"{name} seed {seed}: {time.perf_counter() - tj:.0f}s", flush=True)
+        result = summarize(acc, bpw, seeds_done, models, args, schedule, n_test, n_calib, skipped,
+                           time.perf_counter() - t0)
+        result["seconds_per_model_seed"] = {k: round(v, 1) for k, v in job_secs.items()}
+        _write_atomic(out, json.dumps(result, indent=1))  # partial results survive an interrupted run
+
+    result = json.loads(out.read_text()) if out.is_file() and any(seeds_done.values()) else {}
+    if not result:
+        raise SystemExit("no (model, seed) ran")
+    result["skipped"] = skipped
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"{'model':20s} {'method':17s} {'W/A':7s} {'bits/w':>7s} {'acc':>7s}")
+    for r in sorted(result["rows"], key=lambda r: (r["model"], r["abits"], -r["wbits"], r["method"])):
+        a = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
+        print(f"{r['model']:20s} {r['method']:17s} W{r['wbits']}A{r['abits']:<4d} {r['bits_per_weight']:7.3f} {a:>7s}")
+    _write_atomic(out, json.dumps(result, indent=1))
     print(json.dumps(result))
 
 

@@ -27,6 +27,12 @@ digits layers (fan-in 9..576, max/std 1.6..3) say little about how close PWLQ ge
 
     .venv/bin/python benchmarks/pwlq_mse.py --quick    # digits CNN + MLP + Fashion-MNIST models, 4 bits
     .venv/bin/python benchmarks/pwlq_mse.py            # all models, 3/4/6 bits
+    # the Fashion-MNIST models alone, fully trained ones from the cache, 4 bits:
+    .venv/bin/python benchmarks/pwlq_mse.py --quick --fashion-only --fashion-schedule full --cached-only
+
+Every layer also gets a dense-grid check of the breakpoint search (``dense_excess_*``, per channel, p/m over
+[0.001, 0.95] at step 2e-4): the worst excess SSE over the dense grid and the share of channels within 0.1%,
+for the default search ("auto") and the exact one, summarised per dataset (``*dense_grid_*``).
 
 Last stdout line: {"benchmark": "pwlq_mse", "mc_table": [...], "rows": [...],
 "pwlq_over_uniform_mse_4bit_median": ..., "pwlq_over_lloydmax_mse_4bit_median": ..., ...}
@@ -121,6 +127,9 @@ def layer_rows(model_name: str, model, bits_list, dataset: str = "digits", ns=(1
                 row[f"levels{n}"] = L
                 row[f"trivial{n}"] = K <= L
                 if n == 1:
+                    row.update(dense_grid_check(w, b, p, m))
+                    row["pwlq1_paper_variant"] = _mse(pwlq_quantize(
+                        w, b, find_breakpoints(w, b, "empirical", 1, variant="paper"), m, variant="paper"), w)
                     row["center_fraction"] = float((w.flatten(1).abs() < p[:, :1]).float().mean())
                     row["breakpoint_ratio_mean"] = float((p[:, 0] / m.clamp(min=1e-30)).mean())
                     row["breakpoint_ratio_above_half"] = float((p[:, 0] / m.clamp(min=1e-30) > 0.5).float().mean())
@@ -130,6 +139,27 @@ def layer_rows(model_name: str, model, bits_list, dataset: str = "digits", ns=(1
             row["max_over_std_median"] = float((m / w.flatten(1).std(1).clamp(min=1e-12)).median()) if K > 1 else None
             rows.append(row)
     return rows
+
+
+def dense_grid_check(w: torch.Tensor, b: int, p_auto: torch.Tensor, m: torch.Tensor) -> dict:
+    """Per-channel check of the breakpoint searches against a dense grid (p/m in [0.001, 0.95], step 2e-4):
+    worst excess SSE over the dense grid and the share of channels within 0.1% of it, for the default search
+    ("auto") and the exact one; also the layer MSE with the exact search (the best one-breakpoint PWLQ)."""
+    from prunequant.quantization.breakpoints import dense_grid_breakpoints
+
+    x = w.flatten(1)
+    _, dense = dense_grid_breakpoints(x, b)
+    p_exact = find_breakpoints(w, b, "empirical", 1, search="exact")
+    out = {"dense_channels": int(x.shape[0])}
+    for key, p in (("auto", p_auto), ("exact", p_exact)):
+        sse = ((pwlq_quantize(x, b, p.reshape(-1, 1), m) - x).double() ** 2).sum(1)
+        excess = sse / dense.clamp(min=1e-30) - 1.0
+        excess = torch.where(dense > 0, excess, (sse > 0).double())  # exactly representable channels
+        out[f"dense_excess_{key}_max"] = float(excess.max())
+        out[f"dense_within_01pct_{key}_share"] = float((excess <= 1e-3).double().mean())
+        if key == "exact":
+            out["pwlq1_exact"] = float(sse.sum() / x.numel())
+    return out
 
 
 def synthetic_rows(quick: bool, seed: int) -> list[dict]:
@@ -193,6 +223,26 @@ def summarize(rows: list[dict], bits: int) -> dict:
     ok = [r for r in sel if not r["trivial1_equal_storage"] and r["lloydmax1_equal_storage"] > 0]
     out[f"pwlq_over_lloydmax_equal_storage_mse_{bits}bit_median"] = _median(
         [r["pwlq1"] / r["lloydmax1_equal_storage"] for r in ok])
+    # the breakpoint searches against a dense grid, over every channel (weighted by channel count)
+    for ds in [None] + sorted({r["dataset"] for r in sel}):
+        d = [r for r in sel if ds is None or r["dataset"] == ds]
+        tag = "" if ds is None else f"{ds}_"
+        n_ch = sum(r["dense_channels"] for r in d)
+        for key in ("auto", "exact"):
+            out[f"{tag}dense_grid_{key}_worst_excess_{bits}bit"] = max(r[f"dense_excess_{key}_max"] for r in d)
+            out[f"{tag}dense_grid_{key}_share_within_01pct_{bits}bit"] = sum(
+                r[f"dense_within_01pct_{key}_share"] * r["dense_channels"] for r in d) / max(1, n_ch)
+        out[f"{tag}dense_grid_channels_{bits}bit"] = n_ch
+    out[f"pwlq_exact_over_uniform_mse_{bits}bit_median"] = _median([r["pwlq1_exact"] / r["uniform_b"] for r in sel])
+    out[f"pwlq_exact_over_auto_mse_{bits}bit_median"] = _median([r["pwlq1_exact"] / r["pwlq1"] for r in sel])
+    out[f"pwlq_paper_variant_over_uniform_mse_{bits}bit_median"] = _median(
+        [r["pwlq1_paper_variant"] / r["uniform_b"] for r in sel])
+    lm = [r for r in sel if not r["trivial1"] and r["lloydmax1"] > 0]
+    out[f"pwlq_exact_over_lloydmax_mse_{bits}bit_median"] = _median([r["pwlq1_exact"] / r["lloydmax1"] for r in lm])
+    # the floor of the uniform-ratio goal: Lloyd-Max with PWLQ's level count (no quantizer with that many levels
+    # per channel does better on the sample)
+    out[f"lloydmax_over_uniform_mse_{bits}bit_median"] = _median([r["lloydmax1"] / r["uniform_b"] for r in sel])
+    out[f"max_over_std_median_{bits}bit_layers"] = _median([r["max_over_std_median"] for r in sel])
     for ds in sorted({r["dataset"] for r in sel}):
         d = [r for r in sel if r["dataset"] == ds]
         out[f"{ds}_pwlq_over_uniform_mse_{bits}bit_median"] = _median([r["pwlq1"] / r["uniform_b"] for r in d])
@@ -254,19 +304,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="digits CNN + MLP at 4 bits, 1M Monte-Carlo samples")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--fashion-schedule", default="quick", choices=("quick", "full"),
+    ap.add_argument("--fashion-only", action="store_true",
+                    help="only the Fashion-MNIST models (no Monte-Carlo table, digits, glucose or synthetic rows)")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="never train a Fashion-MNIST reference model: skip one that is not in the cache yet")
+    ap.add_argument("--fashion-schedule", default=None, choices=("quick", "full"),
                     help="training schedule of the Fashion-MNIST reference models (cached on disk)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"), help="folder for the JSON and plot")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    mc = mc_table(1_000_000 if args.quick else 8_000_000, args.seed)
+    schedule = args.fashion_schedule or ("quick" if args.quick else "full")
+    mc = [] if args.fashion_only else mc_table(1_000_000 if args.quick else 8_000_000, args.seed)
     for r in mc:
         print(f"MC {r['bits']}b: uniform {r['uniform']:.4g} (notes {r['notes']['uniform']:.4g}), PWLQ eq.3 "
               f"{r['pwlq_paper']:.4g} ({r['notes']['pwlq_paper']:.4g}), b-center {r['pwlq_b_center']:.4g} "
               f"({r['notes']['pwlq_b_center']:.4g}), eq.4 {r['eq4']:.4g}")
     names = ["digits_cnn", "mlp"] if args.quick else ["digits_cnn", "mlp", "resnet_small", "mobilenet_small"]
+    names = [] if args.fashion_only else names
     bits_list = [4] if args.quick else [3, 4, 6]
     rows, models = [], {}
     for name in names:
@@ -275,14 +331,20 @@ def main() -> None:
         models[name] = acc
         rows += layer_rows(name, model, bits_list)
         print(f"{name}: trained (test acc {acc:.4f}), {len(prunable_modules(model))} weights measured")
-    fashion_note = "Fashion-MNIST reference models: " + ("quick schedule (4k-image subset, 2 epochs)" if args.quick
-                                                          else f"{args.fashion_schedule} schedule")
+    fashion_note = "Fashion-MNIST reference models: " + ("quick schedule (4k-image subset, 2 epochs)"
+                                                          if schedule == "quick" else
+                                                          "full schedule (all 60k images, 2 epochs)")
     try:
         from prunequant.models.fashion import train_fashion_reference
 
         for name in ("fashion_resnet", "fashion_mobilenetv2"):
-            model, acc = train_fashion_reference(name, seed=args.seed,
-                                                 schedule="quick" if args.quick else args.fashion_schedule)
+            if args.cached_only:
+                from pwlq_accuracy import reference_path
+
+                if not reference_path(name, args.seed, schedule).is_file():
+                    fashion_note += f"; {name} seed {args.seed} not in the cache yet: skipped"
+                    continue
+            model, acc = train_fashion_reference(name, seed=args.seed, schedule=schedule)
             fold_batchnorm(model)
             models[name] = acc
             rows += layer_rows(name, model, bits_list, dataset="fashion_mnist", ns=(1,) if args.quick else (1, 2, 3))
@@ -290,11 +352,12 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001 - data absent: keep the digits rows, say why
         fashion_note = f"Fashion-MNIST skipped: {type(e).__name__}: {e}"
     print(fashion_note)
-    g, g_note = (None, "skipped in --quick") if args.quick else glucose_model(args.seed)
+    g, g_note = (None, "skipped in --quick / --fashion-only") if args.quick or args.fashion_only else \
+        glucose_model(args.seed)
     if g is not None:
         rows += layer_rows("glucose_lstm", g, bits_list)
     print(f"glucose LSTM: {g_note}")
-    synthetic = synthetic_rows(args.quick, args.seed)
+    synthetic = [] if args.fashion_only else synthetic_rows(args.quick, args.seed)
     for r in synthetic:
         print(f"synthetic {r['dist']:10s} {r['shape']} max/std {r['max_over_std_median']:.1f}: PWLQ/uniform "
               + " ".join(f"{r[f'pwlq{n}_over_uniform']:.3f}" for n in (1, 2, 3)) + ", PWLQ/Lloyd-Max "
@@ -314,15 +377,19 @@ def main() -> None:
               "goal_pwlq_le_1.25_lloydmax": s4["pwlq_over_lloydmax_mse_4bit_median"] <= 1.25,
               "goal_pwlq_lt_1_uniform_equal_storage": s4["pwlq_over_uniform_equal_storage_mse_4bit_median"] < 1.0,
               "goal_lloydmax_ratio_shrinks": s4["pwlq_over_lloydmax_mse_4bit_median"]
-              > s4["pwlq2_over_lloydmax_mse_4bit_median"] > s4["pwlq3_over_lloydmax_mse_4bit_median"],
+              > s4["pwlq2_over_lloydmax_mse_4bit_median"] > s4["pwlq3_over_lloydmax_mse_4bit_median"]
+              if s4["pwlq2_over_lloydmax_mse_4bit_median"] is not None
+              and s4["pwlq3_over_lloydmax_mse_4bit_median"] is not None else None,
               "note_quick": "--quick: 4 bits, digits CNN + MLP (1/2/3 breakpoints) and the Fashion-MNIST models "
                             "(1 breakpoint only)" if args.quick else None,
+              "fashion_only": args.fashion_only,
               "seconds": round(time.perf_counter() - t0, 1)}
     args.out.mkdir(parents=True, exist_ok=True)
-    plot(rows, 4, args.out / "pwlq_mse_4bit.png")
-    (args.out / "pwlq_mse.json").write_text(json.dumps(result, indent=1))
+    tag = f"_fashion_{schedule}" if args.fashion_only else ""
+    plot(rows, 4, args.out / f"pwlq_mse{tag}_4bit.png")
+    (args.out / f"pwlq_mse{tag}.json").write_text(json.dumps(result, indent=1))
     for k, v in summary.items():
-        if k.endswith("median"):
+        if k.endswith("median") and v is not None or "dense_grid" in k:
             print(f"{k}: {v:.4f}")
     print(json.dumps(result))
 

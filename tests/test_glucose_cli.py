@@ -45,10 +45,10 @@ def test_errors_are_reported(tmp_path):
     assert res.exit_code != 0 and "--data" in res.output
     (tmp_path / "d").mkdir()
     res = run("train", "--data", tmp_path / "d", "--out", tmp_path / "m")
-    assert res.exit_code == 1 and "train.csv" in res.output
+    assert res.exit_code == 2 and "train.csv" in res.output
     (tmp_path / "x.safetensors").write_bytes(b"not a model")
     res = run("evaluate", tmp_path / "x.safetensors", "--data", tmp_path / "d")
-    assert res.exit_code == 1 and "x.safetensors" in res.output
+    assert res.exit_code == 2 and "x.safetensors" in res.output
 
 
 def _cgm_csv(path, days=8, seed=0):
@@ -94,4 +94,4 @@ def test_cgm_csv_train_evaluate_compress(tmp_path):
     assert res.exit_code == 0, res.output
     assert abs(json.loads((tmp_path / "e2" / "metrics.json").read_text())["mard"] - summary["after"]["mard"]) < 1e-6
     res = run("train", "--cgm", tmp_path / "missing.csv", "--out", m)
-    assert res.exit_code == 1 and "missing.csv" in res.output
+    assert res.exit_code == 2 and "missing.csv" in res.output

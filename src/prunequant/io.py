@@ -81,8 +81,9 @@ def layer_bits(model: nn.Module) -> dict[str, dict[str, int]]:
 
 
 def act_quant_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """``{module name: {bits, signed}}`` for every input activation quantizer (``attach_input_quant``)."""
-    return {mname: {"bits": int(m.input_quant.bits), "signed": bool(m.input_quant.signed)}
+    """``{module name: {bits, signed[, granularity, channel_dim, ratio, channels]}}`` for every input activation
+    quantizer (``attach_input_quant``; :meth:`ActFakeQuant.layout`)."""
+    return {mname: m.input_quant.layout()
             for mname, m in model.named_modules() if isinstance(getattr(m, "input_quant", None), ActFakeQuant)}
 
 
@@ -92,9 +93,10 @@ def restore_act_quants_(model: nn.Module, spec: dict[str, dict[str, Any]], sourc
     for mname, q in spec.items():
         try:
             module = model.get_submodule(mname) if mname else model
-            if not isinstance(getattr(module, "input_quant", None), ActFakeQuant):
-                attach_input_quant(module, ActFakeQuant(int(q["bits"]), signed=bool(q["signed"]), scale=1.0))
-        except (AttributeError, KeyError, TypeError) as e:
+            current = getattr(module, "input_quant", None)
+            if not isinstance(current, ActFakeQuant) or current.layout() != ActFakeQuant.from_layout(q).layout():
+                attach_input_quant(module, ActFakeQuant.from_layout(q))
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise StorageError(f"{source}: stored activation quantizer for layer '{mname}' does not fit "
                                f"{type(model).__name__}: {e}") from e
 
@@ -224,7 +226,7 @@ def load(path: str | Path, model: nn.Module | None = None, *, restore_masks: boo
         model = build_from_config(meta.get("model_config"), str(path),
                                   module=str(meta.get("model_class", "")).rpartition(".")[0] or None)
         # a channel-pruned model is smaller than its constructor's: give the rebuilt layers the stored shapes
-        from .pruning.structured.shrink import resize_to_state_dict_
+        from .core.resize import resize_to_state_dict_
 
         resize_to_state_dict_(model, {**raw, **effective})
     elif not isinstance(model, nn.Module):

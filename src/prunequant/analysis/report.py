@@ -14,7 +14,9 @@ Storage formula (``bytes``), per layer, summed in bits and rounded up to whole b
   bitmap / CSR layout (``min(n*b, n + k*b, (rows+1)*bits_needed(k) + k*bits_needed(cols-1) + k*b)``), plus every
   tensor of the quantizer's spec (scales, zero points, breakpoints, bias correction); a weight with only a bit
   width (``prunequant_wbits`` < 32) pays one fp32 scale per output channel;
-* every other tensor (biases, norm parameters) is stored dense at 32 bits;
+* every other tensor (biases, norm parameters) is stored dense at 32 bits; a layer's input activation quantizer
+  adds its scale(s) and zero point (:func:`prunequant.core.cost.act_quantizer_state_bits`: C scales when per
+  channel);
 * ``total.bytes`` adds ``Report.file_overhead_bytes``, measured by writing the compressed ``.pq`` file
   (:func:`prunequant.save`, in a temporary folder): buffers, activation quantizers, layout and header, so the total
   is the file's size exactly (``report(..., file_bytes=False)``: rows only).
@@ -39,7 +41,7 @@ from torch.nn.utils import parametrize
 
 from ..core import macs as _macs
 from ..core.chain import WeightChain
-from ..core.cost import csr_view_shape, tensor_storage_bits, weight_storage_bits
+from ..core.cost import act_quantizer_state_bits, csr_view_shape, tensor_storage_bits, weight_storage_bits
 from ..core.tracing import describe_input, trace_layers
 from ..errors import ConfigError, LayerError, ShapeError, StorageError, UnsupportedModuleError
 from ..storage import atomic_write_bytes
@@ -349,6 +351,7 @@ def _layer_row(name: str, m: nn.Module, tensors: list[str], uses: dict, extra_ma
         else:
             total_bits += v.numel() * 32
     weight_bits = max(wbits, default=32)
+    total_bits += act_quantizer_state_bits(m._modules.get("input_quant"))  # per-tensor / per-channel act scales
     ab = getattr(m, "prunequant_abits", None)
     act_bits = _check_bits(ab, name) if ab is not None else 32
     cls = type(m).__bases__[0] if parametrize.is_parametrized(m) else type(m)  # not "ParametrizedLinear"

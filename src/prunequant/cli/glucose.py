@@ -20,8 +20,9 @@ _CGM_HELP = "CGM record: 'bokeh' (the real record of bokeh-sampledata) or a CSV 
 
 
 def _fail(console, e: Exception) -> None:
+    """One ``error: ...`` line and exit status 2, as every other prunequant command."""
     console.print(f"[red]error:[/red] {e}")
-    raise typer.Exit(1) from e
+    raise typer.Exit(2) from e
 
 
 def _metrics_table(console, title: str, rows: dict, unit: str) -> None:

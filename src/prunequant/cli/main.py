@@ -27,6 +27,7 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("prunequant.cli.joint", "joint", "command"),
     ("prunequant.cli.prune", "prune", "command"),
     ("prunequant.cli.run", "run", "command"), ("prunequant.cli.run", "evaluate", "command"),
+    ("prunequant.cli.sensitivity", "sensitivity", "command"),
     ("prunequant.cli.glucose", "glucose", "group"),
 ]
 

@@ -25,6 +25,8 @@ def quantize(
     n_breakpoints: int | None = typer.Option(None, "--n-breakpoints", help="1, 2 or 3."),
     bias_correction: bool | None = typer.Option(None, "--bias-correction/--no-bias-correction"),
     calibration: str | None = typer.Option(None, help="topk_median, percentile or minmax."),
+    act_granularity: str | None = typer.Option(None, "--act-granularity", help="Activation scales per tensor, "
+                                                                             "channel, token or auto."),
     skip: list[str] | None = typer.Option(None, "--skip", help="Module name/pattern left in float "  # noqa: B008
                                                                "(repeatable)."),
     keep_8bit: list[str] | None = typer.Option(None, "--keep-8bit", help="Module name/pattern kept at 8 "  # noqa
@@ -49,7 +51,8 @@ def quantize(
         raise ConfigError(f"unknown --method {method!r}; available: {', '.join(METHODS)}")
     body: dict = {"method": method}
     opts = {"wbits": wbits, "granularity": granularity, "variant": variant, "breakpoint_method": breakpoints,
-            "n_breakpoints": n_breakpoints, "bias_correction": bias_correction, "calibration": calibration}
+            "n_breakpoints": n_breakpoints, "bias_correction": bias_correction, "calibration": calibration,
+            "act_granularity": act_granularity}
     if abits is not None:
         opts["abits"] = abits or None
     if skip:

@@ -15,16 +15,19 @@ width otherwise) is stored in the cheapest of three layouts:
 
 plus the quantizer's state: every tensor of its :meth:`~prunequant.core.quantizer.WeightFakeQuant.spec`
 (scales, zero points, breakpoints, bias-correction terms) at its dtype width. A quantized weight without a
-quantizer object (only a ``bits`` number) is charged one fp32 scale per output channel.
+quantizer object (only a ``bits`` number) is charged one fp32 scale per output channel. An activation quantizer
+at a layer input costs its scale(s) and zero point (:func:`act_quantizer_state_bits`).
 """
 from __future__ import annotations
 
 from torch import Tensor
 
 from ..errors import ConfigError
+from .quantizer import ActFakeQuant
 
 __all__ = [
     "FORMATS",
+    "act_quantizer_state_bits",
     "bits_needed",
     "cheapest_format",
     "csr_view_shape",
@@ -97,6 +100,14 @@ def cheapest_format(shape: tuple[int, ...], nnz: int, value_bits: int, *, dense_
 def quantizer_state_bits(quant) -> int:
     """Bits of every tensor in the quantizer's spec (scales, zero points, breakpoints, bias correction)."""
     return sum(t.numel() * t.element_size() * 8 for t in quant.spec().tensors.values())
+
+
+def act_quantizer_state_bits(quant) -> int:
+    """Bits an activation quantizer stores: every tensor of its spec (one scale per tensor, one per channel for
+    per-channel scales, none for dynamic per-token scales) plus its int32 zero point."""
+    if not isinstance(quant, ActFakeQuant):  # none, or a training-time (soft) activation quantizer
+        return 0
+    return quantizer_state_bits(quant) + quant.zero_point.numel() * 32
 
 
 def quantizer_value_bits(quant) -> int:

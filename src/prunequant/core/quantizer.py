@@ -28,10 +28,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError, StorageError
+from ..errors import ConfigError, ShapeError, StorageError
 from .checks import MAX_BITS, MIN_BITS, check_bits, check_weight
 
 __all__ = [
+    "ACT_GRANULARITIES",
     "MAX_BITS",
     "MIN_BITS",
     "ActFakeQuant",
@@ -39,6 +40,7 @@ __all__ = [
     "QuantSpec",
     "RegionForm",
     "WeightFakeQuant",
+    "act_channel_dim",
     "attach_input_quant",
     "check_bits",
     "check_weight",
@@ -391,23 +393,61 @@ class WeightFakeQuant(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------- activations
+ACT_GRANULARITIES = ("tensor", "channel", "token")
+
+
+def act_channel_dim(module: nn.Module) -> int:
+    """The channel dimension of ``module``'s input: 1 for convolutions, pools and batch norms (N, C, ...), the last
+    dimension otherwise (Linear, attention, recurrent and transformer inputs (..., C))."""
+    conv_like = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+                 nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AvgPoolNd,
+                 nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
+                 nn.modules.batchnorm._BatchNorm)
+    return 1 if isinstance(module, conv_like) else -1
+
+
 class ActFakeQuant(nn.Module):
-    """Uniform per-tensor activation fake-quantizer: ``x_hat = scale * (clamp(round(x/scale) + zp) - zp)``.
+    """Uniform activation fake-quantizer: ``x_hat = scale * (clamp(round(x/scale) + zp) - zp)``.
 
     ``signed=False`` (range [0, r_u], codes 0..2^b-1) is used after ReLU; otherwise symmetric signed codes
     -2^(b-1)..2^(b-1)-1 with ``zero_point=0``. Gradient: straight-through inside the range, 0 where clipped.
+
+    ``granularity``:
+
+    * ``"tensor"`` (default): one ``scale`` (0-d) for the whole tensor.
+    * ``"channel"``: one scale per channel along ``channel_dim`` (``scale`` has shape (C,)); for layers whose
+      input has a few huge channels (transformer LayerNorm outputs). Stored: C floats.
+    * ``"token"``: dynamic, no stored scale; each row (every position along the other dimensions, i.e. each token
+      of a (..., C) input, each pixel of an NCHW input) gets ``scale = ratio * max|row| / qmax`` computed at run
+      time, as LLM W8A8 schemes do. Cost: one max-reduction over C and one division per row at inference, and a
+      kernel that takes per-row scales (onnxruntime's static Q/DQ does not; ONNX export refuses it).
     """
 
     scheme = "act-uniform"
 
-    def __init__(self, bits: int, signed: bool, scale: float | Tensor, zero_point: int = 0):
+    def __init__(self, bits: int, signed: bool, scale: float | Tensor | None, zero_point: int = 0, *,
+                 granularity: str = "tensor", channel_dim: int = -1, ratio: float = 1.0):
         super().__init__()
         self.bits = check_bits(bits, "activation bits")
         self.signed = bool(signed)
-        scale = torch.as_tensor(scale, dtype=torch.float32).reshape(())
-        if not bool(torch.isfinite(scale)) or float(scale) <= 0:
-            raise ConfigError(f"activation scale must be finite and > 0, got {float(scale)}")
-        self.register_buffer("scale", scale.detach().clone())
+        if granularity not in ACT_GRANULARITIES:
+            raise ConfigError(f"activation granularity must be one of {ACT_GRANULARITIES}, got {granularity!r}")
+        if isinstance(channel_dim, bool) or not isinstance(channel_dim, int):
+            raise ConfigError(f"activation channel_dim must be an integer, got {channel_dim!r}")
+        ratio = float(ratio)
+        if not (math.isfinite(ratio) and 0.0 < ratio <= 1.0):
+            raise ConfigError(f"activation clipping ratio must be in (0, 1], got {ratio}")
+        self.granularity, self.channel_dim, self.ratio = granularity, channel_dim, ratio
+        if granularity == "token":
+            self.register_buffer("scale", None)
+        else:
+            if scale is None:
+                raise ConfigError(f"a {granularity} activation quantizer needs a scale")
+            scale = torch.as_tensor(scale, dtype=torch.float32)
+            scale = scale.reshape(()) if granularity == "tensor" else scale.reshape(-1)
+            if scale.numel() == 0 or not bool(torch.isfinite(scale).all()) or bool((scale <= 0).any()):
+                raise ConfigError(f"activation scale must be finite and > 0, got {scale.tolist()}")
+            self.register_buffer("scale", scale.detach().clone())
         self.register_buffer("zero_point", torch.tensor(int(zero_point), dtype=torch.int32))
 
     @property
@@ -417,6 +457,11 @@ class ActFakeQuant(nn.Module):
     @property
     def qmax(self) -> int:
         return 2 ** (self.bits - 1) - 1 if self.signed else 2 ** self.bits - 1
+
+    @property
+    def channels(self) -> int | None:
+        """Number of per-channel scales (``None`` unless ``granularity == "channel"``)."""
+        return int(self.scale.numel()) if self.granularity == "channel" else None
 
     @classmethod
     def from_range(cls, lo: float, hi: float, bits: int) -> ActFakeQuant:
@@ -430,33 +475,106 @@ class ActFakeQuant(nn.Module):
         bound = max(abs(lo), abs(hi))
         return cls(bits, signed=True, scale=2 * bound / (2 ** bits - 1))
 
+    @classmethod
+    def from_channel_ranges(cls, lo: Tensor, hi: Tensor, bits: int, channel_dim: int,
+                            signed: bool | None = None) -> ActFakeQuant:
+        """Per-channel quantizer from per-channel ranges ``lo``/``hi`` (C,): unsigned on [0, hi_c] when every
+        ``lo_c >= 0`` (or ``signed=False``), else symmetric on [-M_c, M_c]. A channel with an empty range (never
+        non-zero in calibration) gets the largest scale of the others (1 if all are empty)."""
+        check_bits(bits, "activation bits")
+        lo = torch.as_tensor(lo, dtype=torch.float64).reshape(-1)
+        hi = torch.as_tensor(hi, dtype=torch.float64).reshape(-1)
+        if lo.shape != hi.shape or lo.numel() == 0:
+            raise ConfigError(f"per-channel activation ranges must be two equal non-empty vectors, got "
+                              f"{tuple(lo.shape)} and {tuple(hi.shape)}")
+        if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
+            raise ConfigError("per-channel activation ranges must be finite")
+        signed = bool((lo < 0).any()) if signed is None else bool(signed)
+        levels = 2 ** bits - 1
+        span = torch.maximum(lo.abs(), hi.abs()) * 2 if signed else hi.clamp(min=0)
+        scale = (span / levels).to(torch.float32)
+        good = scale > 0
+        fill = scale[good].max() if bool(good.any()) else torch.tensor(1.0)
+        scale = torch.where(good, scale, fill)
+        return cls(bits, signed=signed, scale=scale, granularity="channel", channel_dim=channel_dim)
+
+    # -- storage ------------------------------------------------------------------------------------------
     def spec(self) -> QuantSpec:
-        """Serialisable state (bits, signedness, scale, zero point)."""
-        return QuantSpec(self.scheme, {"bits": int(self.bits), "signed": self.signed,
-                                       "zero_point": int(self.zero_point)},
-                         {"scale": self.scale.detach().clone()})
+        """Serialisable state (bits, signedness, granularity, scale(s), zero point)."""
+        attrs = {"bits": int(self.bits), "signed": self.signed, "zero_point": int(self.zero_point)}
+        if self.granularity != "tensor":
+            attrs.update(granularity=self.granularity, channel_dim=int(self.channel_dim), ratio=float(self.ratio))
+        tensors = {} if self.scale is None else {"scale": self.scale.detach().clone()}
+        return QuantSpec(self.scheme, attrs, tensors)
 
     @classmethod
     def from_spec(cls, spec: QuantSpec) -> ActFakeQuant:
         if spec.scheme != cls.scheme:
             raise StorageError(f"{cls.__name__} cannot rebuild a {spec.scheme!r} spec")
-        return cls(int(spec.attr("bits")), bool(spec.attr("signed")), spec.tensor("scale"),
-                   int(spec.attrs.get("zero_point", 0)))
+        granularity = str(spec.attrs.get("granularity", "tensor"))
+        scale = None if granularity == "token" else spec.tensor("scale")
+        return cls(int(spec.attr("bits")), bool(spec.attr("signed")), scale, int(spec.attrs.get("zero_point", 0)),
+                   granularity=granularity, channel_dim=int(spec.attrs.get("channel_dim", -1)),
+                   ratio=float(spec.attrs.get("ratio", 1.0)))
+
+    def layout(self) -> dict[str, Any]:
+        """JSON description from which :meth:`from_layout` builds a quantizer of the same shape (its buffers are
+        then loaded with the model's state dict); what the ``.pq`` file stores per activation quantizer."""
+        out: dict[str, Any] = {"bits": int(self.bits), "signed": self.signed}
+        if self.granularity != "tensor":
+            out.update(granularity=self.granularity, channel_dim=int(self.channel_dim), ratio=float(self.ratio))
+        if self.granularity == "channel":
+            out["channels"] = self.channels
+        return out
+
+    @classmethod
+    def from_layout(cls, d: dict[str, Any]) -> ActFakeQuant:
+        """A quantizer shaped like :meth:`layout` says (unit scales, to be overwritten by the stored buffers)."""
+        granularity = str(d.get("granularity", "tensor"))
+        scale = torch.ones(int(d["channels"])) if granularity == "channel" else 1.0
+        return cls(int(d["bits"]), bool(d["signed"]), scale, granularity=granularity,
+                   channel_dim=int(d.get("channel_dim", -1)), ratio=float(d.get("ratio", 1.0)))
+
+    # -- maths --------------------------------------------------------------------------------------------
+    def _scale_for(self, x: Tensor) -> Tensor:
+        """The scale broadcast against ``x`` (dynamic per row for ``"token"``), in ``x``'s dtype."""
+        if self.granularity == "tensor":
+            return self.scale.to(x.dtype)
+        d = self.channel_dim if self.channel_dim >= 0 else x.dim() + self.channel_dim
+        if not 0 <= d < x.dim():
+            raise ShapeError(f"{self.granularity} activation quantizer: channel_dim {self.channel_dim} does not exist "
+                             f"in an input of shape {tuple(x.shape)}")
+        if self.granularity == "channel":
+            if x.shape[d] != self.scale.numel():
+                raise ShapeError(f"per-channel activation quantizer has {self.scale.numel()} scales, the input has "
+                                 f"{x.shape[d]} channels along dim {d} (shape {tuple(x.shape)})")
+            shape = [1] * x.dim()
+            shape[d] = -1
+            return self.scale.to(x.dtype).reshape(shape)
+        xd = x.detach().float()
+        amax = xd.abs().amax(dim=d, keepdim=True) if self.signed else xd.amax(dim=d, keepdim=True).clamp(min=0)
+        levels = 2 ** self.bits - 1
+        s = (amax * (2 * self.ratio if self.signed else self.ratio)) / levels
+        return torch.where(s > 0, s, torch.ones_like(s)).to(x.dtype)
 
     def codes(self, x: Tensor) -> Tensor:
         """Integer codes of ``x`` (int32)."""
-        q = torch.round(x / self.scale) + self.zero_point
+        q = torch.round(x / self._scale_for(x)) + self.zero_point
         return q.clamp(self.qmin, self.qmax).to(torch.int32)
 
     def forward(self, x: Tensor) -> Tensor:
-        s, z = self.scale.to(x.dtype), self.zero_point.to(x.dtype)
+        s, z = self._scale_for(x), self.zero_point.to(x.dtype)
         q = (torch.round(x / s) + z).clamp(self.qmin, self.qmax)
         xq = (q - z) * s
         lo, hi = (self.qmin - z - 0.5) * s, (self.qmax - z + 0.5) * s
         return ste(x, xq, lo, hi)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, signed={self.signed}, scale={float(self.scale):.4g}"
+        if self.granularity == "tensor":
+            return f"bits={self.bits}, signed={self.signed}, scale={float(self.scale):.4g}"
+        extra = f", channels={self.channels}" if self.granularity == "channel" else f", ratio={self.ratio:.4g}"
+        return (f"bits={self.bits}, signed={self.signed}, granularity={self.granularity}, "
+                f"channel_dim={self.channel_dim}{extra}")
 
 
 _QUANTIZERS[ActFakeQuant.scheme] = ActFakeQuant

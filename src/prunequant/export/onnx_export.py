@@ -14,7 +14,11 @@ How each compressed tensor is written:
 * **pruned weights**: stored dense (ONNX has no sparse-weight execution in onnxruntime's CPU provider); zeros are
   exact. Use :func:`prunequant.export.export` for the compact file.
 * **activation quantizers** (``ActFakeQuant``): ``QuantizeLinear -> DequantizeLinear`` on the layer input (8-bit
-  container; fewer bits are expressed by clamping to the b-bit range first).
+  container; fewer bits are expressed by clamping to the b-bit range first). Per-channel activation scales are
+  written as float ``Div -> Round -> Clip -> Mul`` and that layer's weight as its dequantized fp32 value (exact;
+  onnxruntime fuses a Q/DQ weight or a per-axis Q/DQ activation in front of a MatMul into integer kernels that
+  quantize the activation per tensor or per block and lose the per-channel scales: measured 9% output error vs
+  < 1e-7 this way, onnxruntime 1.32); dynamic per-token scales are refused with an error naming the layer.
 
 The graph comes from the TorchScript exporter (``dynamo=False``); afterwards every ``QuantizeLinear`` on a constant
 weight is folded into the integer initializer it would produce (:func:`_fold_weight_quantize`), so the file holds
@@ -97,24 +101,42 @@ class _QDQConv2d(nn.Module):
 
 
 class _QDQAct(nn.Module):
-    """Activation quantizer as QuantizeLinear/DequantizeLinear (8-bit container, b-bit range by clamping)."""
+    """Activation quantizer as QuantizeLinear/DequantizeLinear (8-bit container, b-bit range by clamping); a
+    per-channel one as float Div/Round/Clip/Mul (see ``forward``). Dynamic per-token scales are refused."""
 
-    def __init__(self, quant):
+    def __init__(self, quant, layer: str = ""):
         super().__init__()
+        where = f"layer '{layer}'" if layer else "the model"
+        if quant.granularity == "token":
+            raise UnsupportedModuleError(
+                f"{where}: dynamic per-token activation scales (act_granularity='token') have no static "
+                "QuantizeLinear/DequantizeLinear form in ONNX; quantize that layer with act_granularity='channel' "
+                "or 'tensor' to export it")
         self.register_buffer("scale", quant.scale.detach().float().clone())
         self.zp = int(quant.zero_point)
         self.bits, self.signed = int(quant.bits), bool(quant.signed)
-        self.lo = (quant.qmin - self.zp) * float(quant.scale)
-        self.hi = (quant.qmax - self.zp) * float(quant.scale)
+        self.per_channel, self.channel_dim = quant.granularity == "channel", int(quant.channel_dim)
+        self.qmin, self.qmax = int(quant.qmin), int(quant.qmax)
+        self.lo = (quant.qmin - self.zp) * float(quant.scale) if not self.per_channel else None
+        self.hi = (quant.qmax - self.zp) * float(quant.scale) if not self.per_channel else None
         if self.bits > 8:
-            raise UnsupportedModuleError(f"{self.bits}-bit activations cannot be written as 8-bit QDQ")
+            raise UnsupportedModuleError(f"{where}: {self.bits}-bit activations cannot be written as 8-bit QDQ")
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.bits < 8:
-            x = torch.clamp(x, self.lo, self.hi)
-        if self.signed:
-            return torch.fake_quantize_per_tensor_affine(x, float(self.scale), self.zp, -128, 127)
-        return torch.fake_quantize_per_tensor_affine(x, float(self.scale), self.zp, 0, 255)
+        qmin, qmax = (-128, 127) if self.signed else (0, 255)
+        if not self.per_channel:
+            if self.bits < 8:
+                x = torch.clamp(x, self.lo, self.hi)
+            return torch.fake_quantize_per_tensor_affine(x, float(self.scale), self.zp, qmin, qmax)
+        # per-channel scales lie along the next layer's reduction dimension: no integer matmul can take them
+        # (onnxruntime fuses a per-axis Q/DQ before MatMul into MatMulIntegerToFloat and fails), so they are
+        # written as the same float arithmetic as ActFakeQuant (Div, Round, Clip, Mul): exact values, float matmul
+        axis = self.channel_dim if self.channel_dim >= 0 else x.dim() + self.channel_dim
+        shape = [1] * x.dim()
+        shape[axis] = -1
+        s = self.scale.reshape(shape)
+        q = torch.clamp(torch.round(x / s) + self.zp, self.qmin, self.qmax)
+        return (q - self.zp) * s
 
 
 def _qdq_weight(module: nn.Module, pwlq_mode: str) -> _QDQWeight | None:
@@ -143,6 +165,8 @@ def _onnx_ready(model: nn.Module, pwlq_mode: str) -> nn.Module:
     replacements: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
         if isinstance(module, (nn.Linear, nn.Conv2d)):
+            if getattr(module._modules.get("input_quant"), "granularity", "tensor") == "channel":
+                continue  # a Q/DQ weight lets onnxruntime fuse an int8-activation MatMul that drops those scales
             wq = _qdq_weight(module, pwlq_mode)
             if wq is not None:
                 replacements[name] = wq
@@ -158,10 +182,10 @@ def _onnx_ready(model: nn.Module, pwlq_mode: str) -> nn.Module:
         if quant is not None:
             new.input_quant = quant
             new.register_forward_pre_hook(lambda mod, args: (mod.input_quant(args[0]),) + tuple(args[1:]))
-    for module in m.modules():
+    for mname, module in m.named_modules():
         q = module._modules.get("input_quant")
         if isinstance(q, ActFakeQuant):
-            module.input_quant = _QDQAct(q)
+            module.input_quant = _QDQAct(q, mname)
     return m.eval()
 
 

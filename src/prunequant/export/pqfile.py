@@ -202,7 +202,7 @@ def _assemble(model: nn.Module, layout: dict, payload: Tensor, source: str) -> n
         state[key] = value
     if any(parametrize.is_parametrized(m) for m in model.modules()):
         raise StorageError(f"{source}: load needs a plain model (no parametrizations) to load into")
-    from ..pruning.structured.shrink import resize_to_state_dict_
+    from ..core.resize import resize_to_state_dict_
 
     resize_to_state_dict_(model, state)  # a channel-pruned model is smaller than its constructor's
     restore_act_quants_(model, layout.get("act", {}), source)

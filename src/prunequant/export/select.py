@@ -20,6 +20,7 @@ Approximate paths (int8, pwlq) are only candidates for layers already quantized 
 from __future__ import annotations
 
 import copy
+import logging
 import statistics
 import time
 from collections.abc import Callable
@@ -36,6 +37,8 @@ from .kernels.common import dense_copy, layer_quantizer, quantizer_input
 from .kernels.int8 import Int8Conv2d, Int8Linear
 from .kernels.pwlq_int8 import PWLQInt8Conv2d, PWLQInt8Linear
 from .kernels.sparse import SparseConv2d, SparseLinear
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "PATHS",
@@ -100,6 +103,15 @@ def eligible_paths(module: nn.Module, int8: str = "auto") -> dict[str, str | Non
         out["int8"] = "layer not quantized to <= 8 bits (pass int8='always' to allow)"
     else:
         out["int8"] = None
+    aq = module._modules.get("input_quant")
+    act_gran = getattr(aq, "granularity", "tensor")
+    if act_gran != "tensor":  # the int8 kernels quantize their input with one dynamic per-tensor scale
+        why = (f"input activations are quantized per {act_gran}; the int8 kernels quantize their input per tensor "
+               "(dense path with the fake-quantized input used instead)")
+        for p in ("int8", "pwlq"):
+            out[p] = why
+        log.info("%s layer: int8 paths not used: %s", type(module).__name__, why)
+        return out
     if info["int8_branches"] < 2:
         out["pwlq"] = "layer's quantizer has no multi-branch int8 form (a PWLQ quantizer without bias correction)"
     elif int8 == "never":

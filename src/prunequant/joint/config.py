@@ -60,7 +60,15 @@ class JointConfig:
       term has no target (hand-tuned mode); with a target it is only λ's starting value.
     * ``target_mode``: "at_most" (default; λ >= 0, targets are upper bounds) or "equal" (λ of either sign, the
       measure tracks its setpoint; oscillates more on the digits CNN). Hardening enforces measure <= target.
-    * ``dual_lr``: step of the dual ascent λ ← λ + dual_lr · (measure / setpoint − 1), per optimizer step.
+    * ``dual_lr``: step of the dual ascent λ ← λ + dual_lr · e, per optimizer step, with the error
+      e = log(measure / setpoint) (``dual_error="log"``, default) or measure / setpoint − 1 (``"ratio"``).
+    * ``cost_norm``: each target's loss term is λ · soft / setpoint(step) (``"setpoint"``, default: the same
+      weight all along the ramp) or λ · soft / target (``"target"``: up to ratio-times heavier early on).
+    * ``size_surrogate``: differentiable size of one tensor, per candidate bit-width: ``"cheapest"`` (default)
+      the cheaper of bitmap (n + k·b) and CSR (k·(b + index bits)) storage at the soft kept count k, so a kept
+      weight of a dense-ish layer costs its b value bits and one of a very sparse layer b + index bits — bits and
+      sparsity priced in the same unit (bytes), as the report prices them; ``"csr"``: always the CSR cost
+      (over-prices keeping weights in dense-ish layers by (b + index)/b).
     * ``target_ramp``: fraction of the soft phase over which every setpoint moves (cubic) from the starting
       value to its target.
     * ``tol``: relative slack allowed on the targets at hardening (0: measure <= target).
@@ -69,7 +77,10 @@ class JointConfig:
       target), then raise bit choices (most preferred first) while every target still holds.
 
     Schedule
-    * ``epochs`` soft joint training, τ annealed geometrically from ``tau_start`` to ``tau_end``;
+    * ``epochs`` soft joint training, τ annealed geometrically from ``tau_start`` to ``tau_end`` — with
+      ``tau_schedule="after_ramp"`` (default) only after the setpoints have reached their targets (τ stays at
+      ``tau_start`` during the ramp, so the bit choice sharpens at a fixed budget), ``"whole"``: over the whole
+      soft phase;
       ``finetune_epochs`` with hard masks and the chosen bits fixed (straight-through QAT), learning rate
       ``finetune_schedule`` ("cosine" decay or "constant").
     * ``threshold_lr`` (log α, log β), ``logit_lr`` (θ); the weights' lr, seed, device and logging are run
@@ -96,6 +107,9 @@ class JointConfig:
     target_mode: str = "at_most"
     loss_weights: dict = field(default_factory=dict)
     dual_lr: float = 0.05
+    dual_error: str = "log"
+    cost_norm: str = "setpoint"
+    size_surrogate: str = "cheapest"
     target_ramp: float = 0.5
     tol: float = 0.0
     fill_budget: bool = True
@@ -106,6 +120,7 @@ class JointConfig:
     logit_lr: float = 0.05
     tau_start: float = 1.0
     tau_end: float = 0.05
+    tau_schedule: str = "after_ramp"
     logit_init: str = "linear"
     alpha_init: float = 0.3
     beta_init: float = 0.3
@@ -137,6 +152,10 @@ class JointConfig:
             raise ConfigError(f"target_mode must be 'equal' or 'at_most', got {self.target_mode!r}")
         if self.finetune_schedule not in ("cosine", "constant"):
             raise ConfigError(f"finetune_schedule must be 'cosine' or 'constant', got {self.finetune_schedule!r}")
+        for k, allowed in (("dual_error", ("log", "ratio")), ("cost_norm", ("setpoint", "target")),
+                           ("size_surrogate", ("cheapest", "csr")), ("tau_schedule", ("after_ramp", "whole"))):
+            if getattr(self, k) not in allowed:
+                raise ConfigError(f"{k} must be one of {allowed}, got {getattr(self, k)!r}")
         if self.logit_init not in ("linear", "uniform"):
             raise ConfigError(f"logit_init must be 'linear' or 'uniform', got {self.logit_init!r}")
         for k in ("target_wbits", "target_abits", "target_size_bytes", "target_bops"):

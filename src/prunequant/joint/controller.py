@@ -1,7 +1,8 @@
 """Reaching bit, size and BOP targets without hand-tuned loss weights.
 
 * :class:`TargetController` - one Lagrange multiplier per target, updated by dual ascent on the *hard* (finalized)
-  measure: λ_k ← λ_k + lr · (measure_k / setpoint_k − 1); the loss adds λ_k · soft_k / target_k. The
+  measure: λ_k ← λ_k + lr · log(measure_k / setpoint_k) (``error="log"``, default; ``"ratio"``: measure/setpoint
+  − 1); the loss adds λ_k · soft_k / setpoint_k (``norm="setpoint"``, default; ``"target"``: / target_k). The
   setpoint moves (cubic) from the starting value to the target over the ramp, so compression is gradual.
 * :func:`repair_bits_` - at hardening, lower chosen bit-widths greedily (smallest drop in logit per unit of
   violation removed) until the bit/size/BOP targets hold; :func:`fill_budget_` raises them while they still hold.
@@ -17,7 +18,7 @@ import torch
 
 from ..errors import ConfigError
 from ..pruning.analytic import AnalyticThreshold, project_min_density_
-from .costs import JointLayer, hard_costs
+from .costs import JointLayer, aggregate_measures, hard_costs, layer_measures
 
 RELATIVE_TOL = 1e-6
 
@@ -28,15 +29,27 @@ class TargetController:
     ``mode="at_most"`` (default): λ >= 0, a pure upper bound; ``"equal"``: λ may turn negative when the measure
     falls below its setpoint, so an overshoot is undone (as the analytic sparsity controller does).
     ``initial``: the measures at the start (setpoints ramp from there); ``lam``: starting λ.
+
+    ``error="log"`` (default): the dual step uses log(measure / setpoint), symmetric and bounded, so a measure
+    64x above a fast-moving setpoint raises λ by lr·4.2, not lr·63 (``"ratio"``: measure / setpoint − 1, which
+    overshot on short schedules). ``norm="setpoint"`` (default): the loss term is λ·soft / setpoint(step), so at
+    every point of the ramp λ = 1 weighs a 1 % cost change like 0.01 of the task loss (``"target"``: / target,
+    which weighs the cost up to ratio-times more at the start of the ramp than at its end).
     """
 
     def __init__(self, targets: dict[str, float], initial: dict[str, float], ramp_steps: int = 0,
-                 lr: float = 0.05, lam: dict[str, float] | None = None, mode: str = "at_most"):
+                 lr: float = 0.05, lam: dict[str, float] | None = None, mode: str = "at_most",
+                 error: str = "log", norm: str = "setpoint"):
         if mode not in ("equal", "at_most"):
             raise ConfigError(f"target mode must be 'equal' or 'at_most', got {mode!r}")
+        if error not in ("log", "ratio"):
+            raise ConfigError(f"dual error must be 'log' or 'ratio', got {error!r}")
+        if norm not in ("setpoint", "target"):
+            raise ConfigError(f"cost normalisation must be 'setpoint' or 'target', got {norm!r}")
         self.targets = dict(targets)
         self.initial = {k: float(initial.get(k, v)) for k, v in self.targets.items()}
         self.ramp_steps, self.lr, self.mode = int(ramp_steps), float(lr), mode
+        self.error, self.norm = error, norm
         self.lam = {k: float((lam or {}).get(k, 0.0)) for k in self.targets}
 
     def setpoint(self, key: str, step: int) -> float:
@@ -48,17 +61,23 @@ class TargetController:
 
     def update(self, step: int, measures: dict[str, float]) -> None:
         for k in self.targets:
-            v = measures[k] / self.setpoint(k, step) - 1.0
+            r = max(measures[k], 1e-12) / self.setpoint(k, step)
+            v = math.log(r) if self.error == "log" else r - 1.0
             lam = self.lam[k] + self.lr * v
             self.lam[k] = max(0.0, lam) if self.mode == "at_most" else lam
 
-    def loss(self, soft: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        terms = [self.lam[k] * soft[k] / self.targets[k] for k in self.targets if self.lam[k] != 0]
+    def loss(self, soft: dict[str, torch.Tensor], step: int | None = None) -> torch.Tensor | None:
+        """Σ_k λ_k · soft_k / reference_k (reference: the setpoint at ``step`` with ``norm="setpoint"`` and a
+        step given, else the target)."""
+        def ref(k):
+            return self.setpoint(k, step) if self.norm == "setpoint" and step is not None else self.targets[k]
+
+        terms = [self.lam[k] * soft[k] / ref(k) for k in self.targets if self.lam[k] != 0]
         return sum(terms) if terms else None
 
     def state_dict(self) -> dict:
         return {"lam": dict(self.lam), "initial": dict(self.initial), "targets": dict(self.targets),
-                "ramp_steps": self.ramp_steps, "mode": self.mode}
+                "ramp_steps": self.ramp_steps, "mode": self.mode, "error": self.error, "norm": self.norm}
 
     def load_state_dict(self, state: dict) -> None:
         self.lam = {k: float(v) for k, v in state["lam"].items()}
@@ -66,6 +85,8 @@ class TargetController:
         self.targets = {k: float(v) for k, v in state["targets"].items()}
         self.ramp_steps = int(state["ramp_steps"])
         self.mode = state.get("mode", self.mode)
+        self.error = state.get("error", self.error)
+        self.norm = state.get("norm", self.norm)
 
 
 def violations(measures: dict[str, float], targets: dict[str, float], tol: float = 0.0) -> dict[str, float]:
@@ -103,6 +124,37 @@ def _moves(layers: list[JointLayer], step: int = -1):
             yield mix, new, cost
 
 
+class _MoveEvaluator:
+    """Hard measures after changing one mixture's choice, recomputing only the tensors that mixture feeds (a
+    weight mixture: its tensor; a feature-map mixture: the tensors of its module) instead of the whole model."""
+
+    def __init__(self, layers: list[JointLayer], fixed_bits: int):
+        self.layers, self.fixed_bits = layers, fixed_bits
+        self.rows = [layer_measures(l) for l in layers]
+        self.users: dict[int, list[int]] = {}
+        for i, l in enumerate(layers):
+            for mix in (l.wq.mixture, l.aq.mixture if l.aq is not None else None):
+                if mix is not None:
+                    self.users.setdefault(id(mix), []).append(i)
+
+    def current(self) -> dict[str, float]:
+        return aggregate_measures(self.rows, self.fixed_bits)
+
+    def after(self, mix, new) -> tuple[dict[str, float], dict[int, dict]]:
+        """Measures with ``mix.chosen = new`` (the choice is restored) and the changed rows."""
+        old = mix.chosen.clone()
+        mix.chosen.copy_(new)
+        changed = {i: layer_measures(self.layers[i]) for i in self.users.get(id(mix), [])}
+        mix.chosen.copy_(old)
+        rows = [changed.get(i, r) for i, r in enumerate(self.rows)]
+        return aggregate_measures(rows, self.fixed_bits), changed
+
+    def apply(self, mix, new, changed: dict[int, dict]) -> None:
+        mix.chosen.copy_(new)
+        for i, r in changed.items():
+            self.rows[i] = r
+
+
 @torch.no_grad()
 def repair_bits_(layers: list[JointLayer], targets: dict[str, float], fixed_bits: int, tol: float = 0.0,
                  keys: tuple[str, ...] = ("wbits", "abits", "size_bytes", "bops"),
@@ -116,25 +168,23 @@ def repair_bits_(layers: list[JointLayer], targets: dict[str, float], fixed_bits
     if not active:
         return 0
     n_moves = 0
-    meas = hard_costs(layers, fixed_bits)
+    ev = _MoveEvaluator(layers, fixed_bits)
+    meas = ev.current()
     viol = violations(meas, active, tol)
     while viol:
         best = None
         for mix, new, cost in _moves(layers):
-            old = mix.chosen.clone()
-            mix.chosen.copy_(new)
-            after = hard_costs(layers, fixed_bits)
-            mix.chosen.copy_(old)
+            after, changed = ev.after(mix, new)
             gain = sum((meas[k] - after[k]) / active[k] for k in viol)
             if gain <= 0:
                 continue
             score = max(cost, 0.0) / gain
             if best is None or score < best[0]:
-                best = (score, mix, new, after)
+                best = (score, mix, new, after, changed)
         if best is None:
             break
-        _, mix, new, meas = best
-        mix.chosen.copy_(new)
+        _, mix, new, meas, changed = best
+        ev.apply(mix, new, changed)
         n_moves += 1
         viol = violations(meas, active, tol)
     if log is not None and n_moves:
@@ -145,7 +195,7 @@ def repair_bits_(layers: list[JointLayer], targets: dict[str, float], fixed_bits
 @torch.no_grad()
 def snap_beta_(layers: list[JointLayer], targets: dict[str, float], fixed_bits: int, tol: float = 0.0,
                keys: tuple[str, ...] = ("size_bytes", "bops"), min_density: float = 0.0, shrink: bool = False,
-               iters: int = 50) -> float:
+               iters: int = 30) -> float:
     """Scale every analytic β by the smallest common factor c that meets the ``keys`` targets (each group keeping
     ``min_density`` of its weights); returns c. ``shrink=False``: c >= 1 (only prune more, when a target is
     exceeded); ``shrink=True``: c may be < 1, so weights the soft phase pruned beyond the budget come back."""
@@ -176,7 +226,7 @@ def snap_beta_(layers: list[JointLayer], targets: dict[str, float], fixed_bits: 
 
 @torch.no_grad()
 def snap_sparsity_(layers: list[JointLayer], target: float, fixed_bits: int, min_density: float = 0.0,
-                   iters: int = 50) -> float:
+                   iters: int = 30) -> float:
     """Scale every analytic β by one common factor c (bisection on log c) so that the sparsity of the finalized
     weights — mask zeros plus weights the quantizer rounds to zero — is as close to ``target`` as possible;
     returns c."""
@@ -210,20 +260,18 @@ def fill_budget_(layers: list[JointLayer], targets: dict[str, float], fixed_bits
     if not targets:
         return 0
     n_moves = 0
+    ev = _MoveEvaluator(layers, fixed_bits)
     while True:
         best = None
         for mix, new, cost in _moves(layers, +1):
-            old = mix.chosen.clone()
-            mix.chosen.copy_(new)
-            after = hard_costs(layers, fixed_bits)
-            mix.chosen.copy_(old)
+            after, changed = ev.after(mix, new)
             if violations(after, targets) or (min_sparsity is not None and after["sparsity"] < min_sparsity):
                 continue
             if best is None or cost < best[0]:
-                best = (cost, mix, new)
+                best = (cost, mix, new, changed)
         if best is None:
             break
-        best[1].chosen.copy_(best[2])
+        ev.apply(best[1], best[2], best[3])
         n_moves += 1
     if log is not None and n_moves:
         log(f"budget fill: raised {n_moves} choice(s) within the targets")

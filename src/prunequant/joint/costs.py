@@ -138,14 +138,18 @@ class JointLayer:
         return self.candidate_cost(self.wq.mixture.bits.index(b))[1]
 
 
-def soft_storage_bits(layer: JointLayer, kept: Tensor) -> Tensor:
-    """Differentiable surrogate of the stored bits, averaged over the candidates with π: the CSR cost
-    k·(v_b + bits(cols − 1)) + (rows + 1)·bits(n) + quantizer state, with v_b and the state from the fixed
-    quantizer candidate b finalizes into (:meth:`JointLayer.candidate_cost`).
+def soft_storage_bits(layer: JointLayer, kept: Tensor, surrogate: str = "cheapest") -> Tensor:
+    """Differentiable surrogate of the stored bits, averaged over the candidates with π, with v_b and the state
+    from the fixed quantizer candidate b finalizes into (:meth:`JointLayer.candidate_cost`):
 
-    The report charges the cheapest of dense / bitmap / CSR; its bitmap and dense branches do not depend on k,
-    so their gradient would give pruning no incentive until the CSR regime is reached. The surrogate charges
-    every kept weight its sparse cost instead; the controller measures the true (report) size.
+    * ``"cheapest"`` (default): min(bitmap, CSR) = min(n + k·v_b, k·(v_b + bits(cols − 1)) + (rows + 1)·bits(n))
+      + state: a kept weight costs v_b bits while the layer is dense-ish and v_b + index bits once it is very
+      sparse, as in the report, so the gradient prices a bit of precision and a kept weight in the same unit;
+    * ``"csr"``: always the CSR cost.
+
+    The report also has a dense layout (n·v_b), cheaper than the bitmap only at high density; its cost does not
+    depend on k, so using it would give pruning no incentive there (the soft phase stalled at 5.5 kB for a 3 kB
+    target when it did). The controller measures the true (report) size.
     """
     rows = layer.rows
     cidx = bits_needed(max(layer.cols - 1, 0))
@@ -156,13 +160,19 @@ def soft_storage_bits(layer: JointLayer, kept: Tensor) -> Tensor:
     total = kept.new_zeros(())
     for i, b in enumerate(layer.wq.mixture.bits):
         value_bits, state_bits = layer.candidate_cost(i)
-        values = kept * (value_bits + cidx) if b > 0 else kept * 0
-        total = total + p[i] * (values + ptr + state_bits)
+        if b == 0:
+            cost = kept * 0 + ptr
+        else:
+            cost = kept * (value_bits + cidx) + ptr
+            if surrogate == "cheapest":
+                cost = torch.minimum(cost, kept * value_bits + layer.numel)
+        total = total + p[i] * (cost + state_bits)
     return total
 
 
-def soft_costs(layers: list[JointLayer], fixed_bits: int) -> dict[str, Tensor]:
-    """Differentiable wbits, abits, size_bytes, bops and density over ``layers``."""
+def soft_costs(layers: list[JointLayer], fixed_bits: int, size_surrogate: str = "cheapest") -> dict[str, Tensor]:
+    """Differentiable wbits, abits, size_bytes (:func:`soft_storage_bits` with ``size_surrogate``), bops and
+    density over ``layers``."""
     n_tot = sum(l.numel for l in layers)
     macs_tot = sum(l.macs for l in layers) or 1.0
     wbits = abits = size = bops = kept_tot = None
@@ -175,7 +185,7 @@ def soft_costs(layers: list[JointLayer], fixed_bits: int) -> dict[str, Tensor]:
             eff_bits = (kept_rows * l.wq.mixture.expected_bits()).sum()
         else:
             eff_bits = kept * wb
-        terms = (l.numel * wb, l.macs * ab, soft_storage_bits(l, kept), l.uses * eff_bits * ab, kept)
+        terms = (l.numel * wb, l.macs * ab, soft_storage_bits(l, kept, size_surrogate), l.uses * eff_bits * ab, kept)
         if wbits is None:
             wbits, abits, size, bops, kept_tot = terms
         else:
@@ -206,7 +216,11 @@ def hard_costs(layers: list[JointLayer], fixed_bits: int, beta_factor: float = 1
                min_density: float = 0.0) -> dict[str, float]:
     """wbits, abits, size_bytes, bops and sparsity the finalized model would have now (every analytic β scaled
     by ``beta_factor``, capped by ``min_density``)."""
-    rows = [layer_measures(l, beta_factor, min_density) for l in layers]
+    return aggregate_measures([layer_measures(l, beta_factor, min_density) for l in layers], fixed_bits)
+
+
+def aggregate_measures(rows: list[dict[str, float]], fixed_bits: int) -> dict[str, float]:
+    """Model-level wbits, abits, size_bytes, bops and sparsity from per-tensor :func:`layer_measures` rows."""
     n_tot = sum(r["numel"] for r in rows)
     macs_tot = sum(r["macs"] for r in rows) or 1.0
     return {"wbits": sum(r["numel"] * r["wbits"] for r in rows) / n_tot,

@@ -33,11 +33,14 @@ def unique_mixtures(layers: list[JointLayer]) -> list:
     return out
 
 
-def tau_at(step: int, total_steps: int | None, tau_start: float, tau_end: float) -> float:
-    """Geometric annealing τ_t = τ_0 (τ_1/τ_0)^(t/T), constant τ_1 after T."""
-    if not total_steps:
+def tau_at(step: int, total_steps: int | None, tau_start: float, tau_end: float, begin: int = 0) -> float:
+    """Geometric annealing τ_t = τ_0 (τ_1/τ_0)^((t − t_0)/(T − t_0)): τ_0 until step ``begin`` (t_0), τ_1 from
+    ``total_steps`` (T) on."""
+    if not total_steps or step <= begin:
         return tau_start
-    t = min(max(step, 0) / total_steps, 1.0)
+    if begin >= total_steps:
+        return tau_start
+    t = min((step - begin) / (total_steps - begin), 1.0)
     return tau_start * (tau_end / tau_start) ** t
 
 
@@ -97,14 +100,16 @@ class JointPlugin(TrainPlugin):
         ramp = int(config.target_ramp * total_steps) if total_steps else 0
         targets = config.targets()
         self.controller = TargetController(targets, self.measures, ramp, config.dual_lr, config.loss_weights,
-                                           config.target_mode)
+                                           config.target_mode, config.dual_error, config.cost_norm)
+        # τ anneals after the setpoints reached their targets ("after_ramp") or over the whole soft phase
+        self.tau_begin = ramp if config.tau_schedule == "after_ramp" and targets else 0
         # hand-tuned terms (no target): λ · soft / soft-at-start, so λ = 1 weighs the term like the task loss
         self.fixed = {k: float(v) for k, v in config.loss_weights.items()
                       if k in ("wbits", "abits", "size_bytes", "bops") and k not in targets and v > 0}
         with torch.no_grad():
-            soft = soft_costs(layers, fixed_bits)
+            soft = soft_costs(layers, fixed_bits, config.size_surrogate)
         self.refs = {k: max(float(soft[k]), 1e-12) for k in self.fixed}
-        self.tau = tau_at(0, total_steps, config.tau_start, config.tau_end)
+        self.tau = tau_at(0, total_steps, config.tau_start, config.tau_end, self.tau_begin)
         if not hard:
             self._set_tau(self.tau)
 
@@ -127,8 +132,8 @@ class JointPlugin(TrainPlugin):
         if self.pruning is not None and self.pruning.lam != 0.0:
             terms.append(self.pruning.loss(model, step))
         if self.controller.targets or self.fixed:
-            soft = soft_costs(self.layers, self.fixed_bits)
-            t = self.controller.loss(soft)
+            soft = soft_costs(self.layers, self.fixed_bits, self.config.size_surrogate)
+            t = self.controller.loss(soft, step)
             if t is not None:
                 terms.append(t)
             terms += [w * soft[k] / self.refs[k] for k, w in self.fixed.items()]
@@ -139,7 +144,7 @@ class JointPlugin(TrainPlugin):
             return
         if self.pruning is not None:
             self.pruning.on_step_end(model, step)
-        self.tau = tau_at(step, self.total_steps, self.config.tau_start, self.config.tau_end)
+        self.tau = tau_at(step, self.total_steps, self.config.tau_start, self.config.tau_end, self.tau_begin)
         self._set_tau(self.tau)
         self.measures = hard_costs(self.layers, self.fixed_bits)
         self.controller.update(step, self.measures)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..core.checks import check_weight
+from ..core.cost import act_quantizer_state_bits
 from ..core.targets import weight_key
 from ..errors import ConfigError, LayerError
 from ..pruning.analytic import (
@@ -122,6 +123,9 @@ def attach_joint_(model: nn.Module, config: JointConfig, calibration: Iterable,
         layers.append(JointLayer(weight_key(name, pname), name, module, pname, wq, aqs.get(id(module))))
     for l in layers:
         l.wq.refresh_breakpoints_(l.hard_masked(), l.name)
+    # what the finalized feature-map quantizers store (ActFakeQuant: one fp32 scale + its zero point) is charged
+    # like the report charges it, so the hard size measure equals the report's rows
+    fixed_bits += len(aqs) * act_quantizer_state_bits(ActFakeQuant(8, signed=False, scale=1.0))
     device = next(iter(raws)).device
     if aqs and calibrate_(model, calibration, device) == 0:
         raise ConfigError("no calibration batch for the feature-map quantizers")

@@ -42,7 +42,14 @@ from .breakpoints import (
                    expected_error,
                    find_breakpoints,
 )
-from .calibration import CALIBRATION_METHODS, RangeObserver, calibrate_ranges
+from .calibration import (
+                   ACT_GRANULARITY_CHOICES,
+                   CALIBRATION_METHODS,
+                   ActCalibration,
+                   RangeObserver,
+                   calibrate_act_quantizers,
+                   calibrate_ranges,
+)
 from .config import PTQConfig, PWLQConfig, UniformConfig
 from .groupwise import GroupPWLQWeightQuant, GroupUniformWeightQuant
 from .handler import (
@@ -99,6 +106,8 @@ __all__ = [
                    "PWLQWeightQuant",
                    "QuantizationResult",
                    "RangeObserver",
+                   "ActCalibration",
+                   "ACT_GRANULARITY_CHOICES",
                    "UniformWeightQuant",
                    "WeightFakeQuant",
                    "affine_qparams",
@@ -107,6 +116,7 @@ __all__ = [
                    "bias_correction_terms",
                    "bisect_breakpoints",
                    "c_bits",
+                   "calibrate_act_quantizers",
                    "calibrate_ranges",
                    "check_bits",
                    "check_weight",

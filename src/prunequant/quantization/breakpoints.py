@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -41,9 +42,11 @@ STD_EPS = 1e-12
 # 0.1..0.9, and trained layers put the optimum above 0.5 on 11-32% of their channels). Stage 1: a grid of step
 # 0.025 over the range. The empirical error of a channel has several local minima, so stage 2 refines around the
 # SEARCH_BASINS best stage-1 points (not only the best) at 0.005, stages 3-4 the best at 0.0005 and 0.0001. About
-# 92 candidate evaluations per channel (the old capped search: 91); errors are exact (sorted prefix sums).
+# 116 candidate evaluations per channel (the old capped search: 91); errors are exact (sorted prefix sums). Four
+# basins, not two: on the fully trained Fashion-MNIST MobileNet-v2 layers of fan-in 69-400 the worst channel's
+# excess over a dense grid drops from 13% to 3.3% (channels > 0.1% above it: 11% -> 10%) for +22% search time.
 SEARCH_STAGE1_STEP = 0.025
-SEARCH_BASINS = 2
+SEARCH_BASINS = 4
 SEARCH_REFINE = ((0.025, 0.005), (0.005, 0.0005), (0.0005, 0.0001))
 # search="auto": small channels (fan-in x (2^b - 1) <= EXACT_MAX_EVENTS: depthwise and first layers) are solved
 # exactly (their error as a function of p is jagged, and enumerating the pieces where it is a quadratic is cheap);
@@ -162,6 +165,21 @@ def bisect_breakpoints(m_norm: Tensor, n_breakpoints: int = 1, prior: str = "gau
 # ---------------------------------------------------------------------------------------------------------
 # exact empirical error of candidate breakpoints
 # ---------------------------------------------------------------------------------------------------------
+def _sort_rows(x: Tensor) -> Tensor:
+    """Each row sorted ascending. On CPU numpy's SIMD sort (x86-simd-sort) is ~7x faster than ``Tensor.sort``
+    for integer rows; elsewhere torch's."""
+    if x.device.type == "cpu" and not x.requires_grad:
+        return torch.from_numpy(np.sort(x.numpy(), axis=1))
+    return x.sort(1).values
+
+
+def _argsort_rows(x: Tensor) -> Tensor:
+    """Row-wise sort permutation (int64), numpy's on CPU (~2x faster than ``Tensor.sort`` for float64 rows)."""
+    if x.device.type == "cpu" and not x.requires_grad:
+        return torch.from_numpy(np.argsort(x.numpy(), axis=1))
+    return x.sort(1).indices
+
+
 class ChannelErrors:
     """Sum of squared PWLQ errors per channel for many candidate breakpoint sets at once.
 
@@ -184,10 +202,10 @@ class ChannelErrors:
         if self._sorted is None:
             # magnitudes are >= 0, so their IEEE bit patterns sort like the values (integer sort is faster)
             if self.a.dtype == torch.float64:
-                s = self.a.contiguous().view(torch.int64).sort(1).values.view(torch.float64)
+                s = _sort_rows(self.a.contiguous().view(torch.int64)).view(torch.float64)
             else:
                 a = self.a.to(torch.float32).contiguous()
-                s = a.view(torch.int32).sort(1).values.view(torch.float32).to(torch.float64)
+                s = _sort_rows(a.view(torch.int32)).view(torch.float32).to(torch.float64)
             zero = torch.zeros(self.C, 1, dtype=torch.float64, device=s.device)
             self._sorted = (s, torch.cat([zero, s.cumsum(1)], 1), (s * s).sum(1))
         return self._sorted
@@ -196,6 +214,51 @@ class ChannelErrors:
         if self._use_sorted(P.shape[-1] - 2):
             return self._sse_sorted(P.to(torch.float64))
         return self._sse_direct(P)
+
+    def sse_one(self, p: Tensor, m: Tensor) -> Tensor:
+        """SSE (C, G) of one breakpoint ``p`` (C, G) per channel with range ``m`` (C,) = max magnitude.
+
+        Same value as ``sse`` with bounds [0, p, m], in fewer passes: with one breakpoint every level and cell
+        start is linear in p, so by summation by parts (cells j, starts t_j, levels L_j, N_j = #{a < t_j},
+        F_j = sum{a < t_j})  SSE = sum (a - m)^2 + sum_j (2 F_j dL_j - N_j d(L^2)_j), and within the center and
+        the tail the level steps are constant: only sum_k F_k, sum_k N_k and sum_k (2k - 1) N_k per region are
+        needed (a few matrix-vector products instead of per-cell temporaries).
+        """
+        if not self._use_sorted(1):
+            P = torch.stack([torch.zeros_like(p), p, m[:, None].expand_as(p)], -1)
+            return self._sse_direct(P)
+        s, F, S2 = self._prefix()
+        p = p.to(torch.float64)
+        m = m.to(torch.float64)[:, None]
+        C, G = p.shape
+        Kq = 2 ** (self.bits - 1) - 1
+        c = 2.0 / (2 ** self.bits - 1) if self.variant == "b_center" else 1.0 / Kq
+        half = torch.arange(1, Kq + 1, dtype=torch.float64, device=p.device) - 0.5  # k - 1/2, k = 1..Kq
+        cp = c * p
+        d = (m - p) / Kq
+        # cell starts above 0: center (k - 1/2) c p, the tail's p, tail p + (k - 1/2) d   -> (C, G, 2 Kq + 1)
+        q = torch.cat([cp[..., None] * half, p[..., None], p[..., None] + d[..., None] * half], -1)
+        idx = torch.searchsorted(s, q.reshape(C, -1))
+        Fi = F.gather(1, idx).reshape(C, G, -1)
+        N = idx.reshape(C, G, -1).to(torch.float64)
+        # per region: sum F_k, sum N_k, sum (2k - 1) N_k (center k = 1..Kq; tail k = 1..Kq); the tail start p
+        W = torch.zeros(2 * Kq + 1, 5, dtype=torch.float64, device=p.device)
+        W[:Kq, 0] = 1.0
+        W[:Kq, 1] = 2 * half
+        W[Kq + 1:, 2] = 1.0
+        W[Kq + 1:, 3] = 1.0
+        W[Kq + 1:, 4] = 2 * half
+        fs = Fi @ W[:, [0, 2]]        # (C, G, 2): sum F center, sum F tail
+        ns = N @ W[:, [1, 3, 4]]      # (C, G, 3): sum (2k-1) N center, sum N tail, sum (2k-1) N tail
+        Lc = Kq * cp                  # top center level
+        dl0 = p - Lc                  # step from the top center level to the tail's first level p
+        Kn = float(self.K)
+        base = S2[:, None] - 2 * m * F[:, -1:] + m * m * Kn
+        out = (base
+               + 2 * cp * fs[..., 0] - cp * cp * ns[..., 0]
+               + 2 * dl0 * Fi[..., Kq] - (p * p - Lc * Lc) * N[..., Kq]
+               + 2 * d * fs[..., 1] - 2 * p * d * ns[..., 1] - d * d * ns[..., 2])
+        return out.clamp(min=0)
 
     def _sse_sorted(self, P: Tensor) -> Tensor:
         s, P1, S2 = self._prefix()
@@ -247,8 +310,7 @@ def _grid_search_one(err: ChannelErrors, m: Tensor, ratio_range=SEARCH_RANGE) ->
     dev, dt = m.device, torch.float64
 
     def evaluate(r: Tensor) -> Tensor:
-        P = torch.stack([torch.zeros_like(r), r * m[:, None], m[:, None].expand_as(r)], -1)
-        return err.sse(P)
+        return err.sse_one(r * m[:, None], m)
 
     n1 = max(2, int(math.floor((hi - lo) / SEARCH_STAGE1_STEP + 1e-9)) + 1)
     r = torch.linspace(lo, lo + (n1 - 1) * SEARCH_STAGE1_STEP, n1, device=dev, dtype=dt)
@@ -283,63 +345,70 @@ def _exact_search_one(a: Tensor, m: Tensor, bits: int, variant: str, lo: float, 
     a = a.to(torch.float64)
     m = m.to(torch.float64)
     C, Kw = a.shape
-    k = torch.arange(K, dtype=torch.float64, device=a.device)
-    G = Kw * (2 * K + 1)
-    step = max(1, EXACT_CHUNK_ELEMENTS // max(1, G))
+    dev, f64 = a.device, torch.float64
+    k = torch.arange(K, dtype=f64, device=dev)
+    one, zero = torch.ones(1, dtype=f64, device=dev), torch.zeros(1, dtype=f64, device=dev)
+    # 2K + 1 event families (f): the switch p = a (tail code 0 -> center code K), center code k+1 -> k at
+    # a = (k + 1/2) c p, tail code k+1 -> k at a - p = (k + 1/2)(m - p)/K. Event position: a Pf + m Qf. Each
+    # event changes one weight's alpha^2, alpha r and r^2 by deltas linear in (a, m):
+    # dA = alpha_f, dB = beta_f a + gamma_f m, dS = (delta_f a + eps_f m) m.
+    Pf = torch.cat([one, 1.0 / ((k + 0.5) * c), K / (K - k - 0.5)])
+    Qf = torch.cat([zero, torch.zeros_like(k), -(k + 0.5) / (K - k - 0.5)])
+    alpha = torch.cat([one * ((K * c) ** 2 - 1.0), (k * c) ** 2 - ((k + 1) * c) ** 2,
+                       (1 - k / K) ** 2 - (1 - (k + 1) / K) ** 2])
+    beta = torch.cat([one * (K * c - 1.0), torch.full_like(k, -c), torch.full_like(k, 1.0 / K)])
+    gamma = torch.cat([zero, torch.zeros_like(k), (1 - (2 * k + 1) / K) / K])
+    delta = torch.cat([zero, torch.zeros_like(k), torch.full_like(k, 2.0 / K)])
+    eps = torch.cat([zero, torch.zeros_like(k), -(2 * k + 1) / K ** 2])
+    F = 2 * K + 1
+    step = max(1, EXACT_CHUNK_ELEMENTS // max(1, Kw * F))
     out = []
     for c0 in range(0, C, step):  # chunks of channels bound the memory; not per channel
         x, mc = a[c0:c0 + step], m[c0:c0 + step]
         cc = x.shape[0]
-        lo_v, hi_v = (lo * mc)[:, None], (hi * mc)[:, None]
+        mv = mc[:, None]
+        lo_v, hi_v = lo * mv, hi * mv
         # state at p = lo m
         p0 = lo_v
         tail = x >= p0
         kc = torch.round(x / (c * p0).clamp(min=1e-300)).clamp(0, K)
-        kt = torch.round((x - p0) * K / (mc[:, None] - p0).clamp(min=1e-300)).clamp(0, K)
+        kt = torch.round((x - p0) * K / (mv - p0).clamp(min=1e-300)).clamp(0, K)
         al = torch.where(tail, 1.0 - kt / K, kc * c)
-        r = x - torch.where(tail, kt * mc[:, None] / K, torch.zeros_like(x))
-        A0, B0, S0 = (al * al).sum(1), (al * r).sum(1), (r * r).sum(1)
-        # events: (position, d alpha^2, d alpha r, d r^2), each (cc, Kw, .)
-        xa, mm = x[:, :, None], mc[:, None, None]
-        pos_sw = x[:, :, None]                                                  # tail code 0 -> center code K
-        dA_sw = torch.full_like(pos_sw, (K * c) ** 2 - 1.0)
-        dB_sw = (K * c - 1.0) * xa
-        dS_sw = torch.zeros_like(pos_sw)
-        pos_c = xa / ((k + 0.5) * c)                                            # center code k+1 -> k
-        dA_c = ((k * c) ** 2 - ((k + 1) * c) ** 2).expand_as(pos_c)
-        dB_c = -c * xa.expand_as(pos_c)
-        dS_c = torch.zeros_like(pos_c)
-        pos_t = (xa * K - (k + 0.5) * mm) / (K - k - 0.5)                     # tail code k+1 -> k
-        a_new, a_old = 1.0 - k / K, 1.0 - (k + 1) / K
-        r_new, r_old = xa - k * mm / K, xa - (k + 1) * mm / K
-        dA_t = (a_new ** 2 - a_old ** 2).expand_as(pos_t)
-        dB_t = a_new * r_new - a_old * r_old
-        dS_t = r_new * r_new - r_old * r_old
-        pos = torch.cat([pos_sw, pos_c, pos_t], 2).reshape(cc, -1)
-        d = torch.stack([torch.cat(t, 2).reshape(cc, -1) for t in ((dA_sw, dA_c, dA_t), (dB_sw, dB_c, dB_t),
-                                                                  (dS_sw, dS_c, dS_t))], -1)
-        inside = (pos > lo_v) & (pos < hi_v)
-        pos = torch.where(inside, pos, hi_v)
-        d = d * inside[..., None]
-        pos, order = pos.sort(1)
-        cum = d.gather(1, order[..., None].expand_as(d)).cumsum(1)
-        A = torch.cat([A0[:, None], A0[:, None] + cum[..., 0]], 1)
-        B = torch.cat([B0[:, None], B0[:, None] + cum[..., 1]], 1)
-        S = torch.cat([S0[:, None], S0[:, None] + cum[..., 2]], 1)
-        left = torch.cat([lo_v, pos], 1)
-        right = torch.cat([pos, hi_v], 1)
+        r = x - torch.where(tail, kt * mv / K, torch.zeros_like(x))
+        A0, B0, S0 = (al * al).sum(1, keepdim=True), (al * r).sum(1, keepdim=True), (r * r).sum(1, keepdim=True)
+        xe, me = x[:, None, :], mv[:, :, None]                                # events laid out (cc, F, Kw)
+        pos = xe * Pf[:, None] + me * Qf[:, None]
+        inside = (pos > lo_v[:, :, None]) & (pos < hi_v[:, :, None])  # at/below lo: in the start state
+        zero_d = torch.zeros((), dtype=f64, device=dev)
+        d = (torch.where(inside, alpha[:, None], zero_d), torch.where(inside, xe * beta[:, None] + me * gamma[:, None],
+                                                                     zero_d),
+             torch.where(inside, (xe * delta[:, None] + me * eps[:, None]) * me, zero_d))
+        pos = pos.reshape(cc, -1)
+        order = _argsort_rows(pos)
+        ps = pos.gather(1, order)
+        A, B, S = (v0 + t.reshape(cc, -1).gather(1, order).cumsum(1) for v0, t in zip((A0, B0, S0), d))
+        # piece after each event: [ps_j, ps_(j+1)] (clamped to the range), plus the first piece [lo, ps_0]
+        left = ps.clamp(min=lo_v, max=hi_v)
+        right = torch.cat([left[:, 1:], hi_v], 1)
         # stay EXACT_MARGIN * m inside each piece, so that the breakpoint stored in float32 keeps the piece's
         # assignment; pieces narrower than that are skipped (their neighbours' closed ends cover them)
-        margin = EXACT_MARGIN * mc[:, None]
-        span = right - left
-        p_star = torch.where(A > 1e-300, B / A.clamp(min=1e-300), 0.5 * (left + right))
-        p_star = torch.minimum(torch.maximum(p_star, left + margin), right - margin)
-        e = S - 2 * B * p_star + A * p_star * p_star
-        e = torch.where(span > 2 * margin, e, torch.full_like(e, float("inf")))
+        margin = EXACT_MARGIN * mv
+        e, p_star = _piece_minima(A, B, S, left, right, margin)
+        e0, p0_star = _piece_minima(A0, B0, S0, lo_v, left[:, :1], margin)
         j = e.argmin(1, keepdim=True)
-        out.append(p_star.gather(1, j)[:, 0])
+        best_e, best_p = e.gather(1, j), p_star.gather(1, j)
+        out.append(torch.where(e0 <= best_e, p0_star, best_p)[:, 0])
     p = torch.cat(out)
     return (p / m.clamp(min=1e-300)).clamp(lo, hi)
+
+
+def _piece_minima(A: Tensor, B: Tensor, S: Tensor, left: Tensor, right: Tensor, margin: Tensor):
+    """Minimum of S - 2 B p + A p^2 over [left + margin, right - margin] per piece -> (error, p); pieces
+    narrower than 2 margin get error inf."""
+    p = torch.where(A > 1e-300, B / A.clamp(min=1e-300), 0.5 * (left + right))
+    p = torch.minimum(torch.maximum(p, left + margin), right - margin)
+    e = S - 2 * B * p + A * p * p
+    return torch.where(right - left > 2 * margin, e, torch.full_like(e, float("inf"))), p
 
 
 def dense_grid_breakpoints(w: Tensor, bits: int, ratio_range=SEARCH_RANGE, step: float = 2e-4, *,
@@ -446,8 +515,12 @@ def find_breakpoints(w: Tensor, bits: int, method: str = "empirical", n_breakpoi
         raise ConfigError(f"{method} exists for one breakpoint only; use {method.split('_')[0]}_bisect "
                           f"or empirical for n_breakpoints={n}")
     x = to_channels(w.detach(), dim)
-    m, std, degenerate = channel_stats(x)
-    mt = torch.where(degenerate, torch.full_like(m, 4.0), m / (std + STD_EPS))
+    if method == "empirical" and n == 1:  # no std needed: degenerate = all weights of the channel equal (or 0)
+        m = x.abs().amax(1).to(torch.float64)
+        degenerate = (m == 0) | (x.amax(1) == x.amin(1))
+    else:
+        m, std, degenerate = channel_stats(x)
+        mt = torch.where(degenerate, torch.full_like(m, 4.0), m / (std + STD_EPS))
 
     if method.endswith("_closed"):
         ratio = (closed_form_breakpoint(mt, method.split("_")[0]) / mt)[:, None]

@@ -15,7 +15,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from .base import WeightFakeQuant, check_bits
 from .breakpoints import METHODS, SEARCH_RANGE, SEARCHES, check_ratio_range
-from .calibration import CALIBRATION_METHODS
+from .calibration import ACT_GRANULARITY_CHOICES, CALIBRATION_METHODS
 from .groupwise import GroupPWLQWeightQuant, GroupUniformWeightQuant, check_group_size
 from .pwlq import MAX_BREAKPOINTS, VARIANTS, PWLQWeightQuant
 from .uniform import UniformWeightQuant
@@ -35,6 +35,10 @@ class PTQConfig:
     * ``calibration``: ``"auto"`` (default: per layer, the range with the least error at the layer's output),
       ``"topk_median"`` (``topk``; the paper's), ``"percentile"`` (``percentile``), ``"minmax"`` or ``"mse"``;
       ``calibration_batch_size`` splits a Tensor of calibration inputs; ``calibration_batches`` caps batches.
+    * ``act_granularity``: activation scales per ``"tensor"``, per ``"channel"`` (one scale per input channel:
+      dim 1 of conv inputs, the last dim of Linear / transformer inputs), per ``"token"`` (dynamic per-row
+      scales computed at run time, no stored scale) or ``"auto"`` (per-channel only for layers where it cuts the
+      layer's output error on the calibration data by >= 10%: outlier channels); docs/calibration.md.
     * ``skip``: module names or fnmatch patterns left in floating point; ``keep_8bit``: modules quantized at 8
       bits (weights and input activations) whatever ``wbits``/``abits`` are.
     * ``quantize_pool_inputs``: also quantize inputs of adaptive average pools (as in the PWLQ paper).
@@ -46,6 +50,7 @@ class PTQConfig:
     bias_correction: bool = True
     fold_bn: bool = True
     calibration: str = "auto"
+    act_granularity: str = "tensor"
     topk: int = 10
     percentile: float = 99.99
     calibration_batch_size: int = 32
@@ -60,7 +65,8 @@ class PTQConfig:
         if self.abits is not None:
             check_bits(self.abits, "abits")
         for key, value, allowed in (("granularity", self.granularity, GRANULARITIES),
-                                    ("calibration", self.calibration, CALIBRATION_METHODS)):
+                                    ("calibration", self.calibration, CALIBRATION_METHODS),
+                                    ("act_granularity", self.act_granularity, ACT_GRANULARITY_CHOICES)):
             if value not in allowed:
                 raise ConfigError(f"{name}.{key} must be one of {allowed}, got {value!r}")
         if not isinstance(self.topk, int) or self.topk < 1:

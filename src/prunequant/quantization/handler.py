@@ -25,10 +25,10 @@ from ..core.chain import WeightChain
 from ..core.targets import Selector, compressible_weights, name_matches
 from ..errors import ConfigError, LayerError
 from ..registry import register_handler
-from .base import ActFakeQuant, WeightFakeQuant, attach_input_quant, check_weight
+from .base import WeightFakeQuant, attach_input_quant, check_weight
 from .bias_correction import bias_correction_terms
 from .bn_fold import fold_batchnorm
-from .calibration import calibrate_ranges
+from .calibration import calibrate_act_quantizers
 from .config import PTQConfig, PWLQConfig, UniformConfig
 from .lloyd_max import lloyd_max_mse, lloyd_max_references
 from .uniform import quantize_symmetric
@@ -68,12 +68,13 @@ class QuantizationResult:
     act_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     act_estimators: dict[str, str] = field(default_factory=dict)   # calibration="auto": the estimator chosen
+    act_granularity: dict[str, str] = field(default_factory=dict)  # "tensor" / "channel" / "token" per layer
 
     def to_dict(self) -> dict:
         return {"config": self.config, "layers": [asdict(r) for r in self.layers],
                 "folded_bn": [list(p) for p in self.folded_bn],
                 "act_ranges": {k: list(v) for k, v in self.act_ranges.items()}, "skipped": self.skipped,
-                "act_estimators": self.act_estimators}
+                "act_estimators": self.act_estimators, "act_granularity": self.act_granularity}
 
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)
@@ -226,13 +227,16 @@ def quantize_weights_(model: nn.Module, config: PTQConfig, calibration_data=None
                         and not _inside(mname, weight_only):
                     act_modules[mname] = module
         if act_modules:
-            choices: dict = {}
-            result.act_ranges = calibrate_ranges(
-                model, act_modules, calibration_data, method=config.calibration, k=config.topk,
+            act_cal = calibrate_act_quantizers(
+                model, act_modules, calibration_data, method=config.calibration,
+                granularity=config.act_granularity, k=config.topk,
                 percentile=config.percentile, batch_size=config.calibration_batch_size,
-                max_batches=config.calibration_batches, choices=choices,
+                max_batches=config.calibration_batches,
                 bits={n: 8 if name_matches(n, config.keep_8bit) else config.abits for n in act_modules})
-            result.act_estimators = {n: c.estimator for n, c in choices.items()}
+            result.act_ranges = {n: c.range for n, c in act_cal.items()}
+            result.act_granularity = {n: c.granularity for n, c in act_cal.items()}
+            if config.calibration == "auto" or config.act_granularity == "auto":
+                result.act_estimators = {n: c.estimator for n, c in act_cal.items()}
 
     def bits_for(mname: str, default: int) -> int:
         return 8 if name_matches(mname, config.keep_8bit) else default
@@ -254,8 +258,9 @@ def quantize_weights_(model: nn.Module, config: PTQConfig, calibration_data=None
         result.layers.append(_layer_stats(key, module, w, quant, config, abits, q_raw, lloyd_max))
 
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    for mname, (lo, hi) in result.act_ranges.items():
-        attach_input_quant(named[mname], ActFakeQuant.from_range(lo, hi, bits_for(mname, config.abits)).to(device))
+    if config.abits is not None and act_modules:
+        for mname, cal in act_cal.items():
+            attach_input_quant(named[mname], cal.quant.to(device))
     model.train(was_training)
     return result
 

@@ -16,6 +16,7 @@ from .joint import plot_joint_history
 from .mac_budget import plot_mac_budget
 from .pwlq import plot_weight_histograms, quantized_weights
 from .report import plot_report
+from .sensitivity import plot_sensitivity
 
 __all__ = ["new_figure", "plot_analytic_run", "plot_joint_history", "plot_mac_budget", "plot_report",
-           "plot_weight_histograms", "quantized_weights", "save_figure"]
+           "plot_sensitivity", "plot_weight_histograms", "quantized_weights", "save_figure"]

@@ -4,7 +4,7 @@ report, plots and the lock file; evaluate a saved model on a data file.
 Output folder::
 
     OUT/model.pq           the compressed model (what the report counts)
-    OUT/report.json        per-layer rows, "total": {"bytes", "bytes_fp32", "bytes_file"},
+    OUT/report.json        per-layer rows, "total": {"bytes", "bytes_fp32" (the input model), "bytes_file"},
                            "metric": {"name", "initial", "before", "after", "reloaded"} on the test split:
                            initial = the model as given, before = after any leading `train` steps (where the
                            compression starts), after = the compressed model, reloaded = read back from model.pq
@@ -276,8 +276,9 @@ def run_recipe(recipe: Recipe, out: str | Path) -> RunResult:
              task.metric_name, after, reloaded, rep.total.bytes, bytes_file)
     files = [str(out / "model.pq")]
     doc = rep.to_dict()
-    doc["total"] = {**doc["total"], "bytes": rep.total.bytes, "bytes_fp32": rep.total.bytes_dense,
-                    "bytes_file": bytes_file}
+    # fp32 bytes of the model as it came in: a channel-pruned model is smaller than its own dense form
+    doc["total"] = {**doc["total"], "bytes": rep.total.bytes, "bytes_fp32": rep0.total.bytes_dense,
+                    "bytes_fp32_shrunk": rep.total.bytes_dense, "bytes_file": bytes_file}
     doc.update(metric=metric, steps=steps_info, recipe=recipe.source)
     atomic_write_bytes(out / "report.json", json.dumps(plain(doc), indent=2, default=float).encode())
     files.append(str(out / "report.json"))
@@ -287,7 +288,7 @@ def run_recipe(recipe: Recipe, out: str | Path) -> RunResult:
     files += [str(out / s["plot"]) for s in steps_info if s.get("plot")]
     _write_yaml(out / "recipe.lock.yaml", recipe.lock())
     files.append(str(out / "recipe.lock.yaml"))
-    return RunResult(str(out), metric, rep.total.bytes, rep.total.bytes_dense, bytes_file,
+    return RunResult(str(out), metric, rep.total.bytes, rep0.total.bytes_dense, bytes_file,
                      round(time.perf_counter() - t0, 2), files, steps_info)
 
 

@@ -157,7 +157,7 @@ def load_compressed(path: str | Path, model: nn.Module | None = None) -> nn.Modu
         raise UnsupportedModuleError(f"load_compressed: model must be an nn.Module, got {type(model).__name__}")
     if any(parametrize.is_parametrized(m) for m in model.modules()):
         raise StorageError(f"{path}: load_compressed needs a plain model (no parametrizations)")
-    from ...pruning.structured.shrink import resize_to_state_dict_
+    from ...core.resize import resize_to_state_dict_
 
     resize_to_state_dict_(model, state)  # a channel-pruned model is smaller than its constructor's
     restore_act_quants_(model, meta.get("act", {}), str(path))

@@ -40,7 +40,8 @@ class AnalyticThresholdConfig:
     * ``granularity``: "layer" (one (α, β) per layer), "channel_threshold" (one (α, β) per output channel; both
       unstructured), or "channel" (structured: h on group norms, whole filters / MLP hidden units removed so the
       model gets physically smaller; target ``mac_reduction`` (real MACs), else ``target_params``, else
-      ``target_sparsity`` (fraction of parameters); see docs/structured_pruning.md).
+      ``target_sparsity`` (fraction of parameters); see docs/structured_pruning.md). After the channels are
+      removed, BatchNorm statistics are re-estimated on ``bn_recalibration`` training samples (0: off).
     """
 
     target_sparsity: float | None = 0.9
@@ -64,6 +65,7 @@ class AnalyticThresholdConfig:
     dual_kp: float = 10.0
     target_ramp: float = 0.6
     snap_to_target: bool = True
+    bn_recalibration: int = 1024  # granularity="channel": samples to re-estimate BatchNorm stats after removal
     finalize: bool = True
     include: Sequence[str | type] | None = None
     exclude: Sequence[str | type] | None = None
@@ -100,5 +102,7 @@ class AnalyticThresholdConfig:
             raise ConfigError(f"min_density {self.min_density} makes target_sparsity {ts} unreachable")
         if not 0.0 <= self.target_ramp <= 1.0:
             raise ConfigError(f"target_ramp must be in [0, 1], got {self.target_ramp}")
+        if self.bn_recalibration < 0:
+            raise ConfigError(f"bn_recalibration must be >= 0 (samples), got {self.bn_recalibration}")
         if self.epochs < 0 or self.finetune_epochs < 0:
             raise ConfigError("epochs and finetune_epochs must be >= 0")

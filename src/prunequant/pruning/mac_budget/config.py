@@ -36,6 +36,11 @@ class MacBudgetConfig:
       (``"geometric"``: each round removes the same fraction of the remaining MACs; ``"linear"``); each round
       retrains ``retrain_epochs`` with masks fixed. Up to ``max_extra_rounds`` more if the report still misses the
       target by more than ``tolerance``.
+    * ``granularity="channel"`` (pruning/structured, docs/structured_pruning.md): the error of a group is
+      ``channel_error`` (``"energy"``, default: sqrt of the removed fraction of the group's squared norm;
+      ``"rms"``: RMS of the removed normalised filter norms, which collapses on BatchNorm networks), each group's
+      allowance is divided by its output sensitivity measured on ``channel_sensitivity`` training samples (0: MACs
+      only), and BatchNorm statistics are re-estimated on ``bn_recalibration`` samples after each removal (0: off).
     """
 
     mac_reduction: float | None = 0.5
@@ -62,6 +67,9 @@ class MacBudgetConfig:
     retrain_lr: float = 1e-3
     tolerance: float = 0.005
     max_extra_rounds: int = 2
+    channel_error: str = "energy"
+    channel_sensitivity: int = 256
+    bn_recalibration: int = 1024
     include: Sequence[str] | None = None
     exclude: Sequence[str] = ()
 
@@ -84,6 +92,10 @@ class MacBudgetConfig:
             raise ConfigError(f"mac_reduction must be in [0, 1), got {self.mac_reduction}")
         if self.base_allowance is not None and not self.base_allowance >= 0:
             raise ConfigError(f"base_allowance must be >= 0, got {self.base_allowance}")
+        if self.channel_error not in ("energy", "rms"):
+            raise ConfigError(f"channel_error must be 'energy' or 'rms', got {self.channel_error!r}")
+        if self.channel_sensitivity < 0 or self.bn_recalibration < 0:
+            raise ConfigError("channel_sensitivity and bn_recalibration are sample counts >= 0")
         if self.allowance not in ALLOWANCE_RULES:
             raise ConfigError(f"allowance must be one of {ALLOWANCE_RULES}, got {self.allowance!r}")
         if self.mac_source not in ("dense", "effective"):

@@ -14,6 +14,7 @@ from .analytic import (
     attach_channel_gates_,
     detach_channel_gates_,
 )
+from .calibrate import calibration_inputs, group_sensitivity, recalibrate_batchnorm_
 from .costs import CostModel, group_scores
 from .groups import ChannelGraph, ChannelGroup, Member, build_channel_graph
 from .mac_budget import allowances, channel_threshold, plan_for_target
@@ -29,7 +30,7 @@ from .shrink import check_plan, remove_channels_, resize_to_state_dict_, zero_ch
 __all__ = [
     "ChannelAnalyticPlugin", "ChannelGate", "ChannelGates", "ChannelGraph", "ChannelGroup", "CostModel", "Member",
     "StructuredResult", "StructuredTarget", "allowances", "attach_channel_gates_", "build_channel_graph",
-    "channel_threshold", "check_plan", "detach_channel_gates_", "finalize_channels_", "group_scores",
-    "plan_for_target", "prune_channels_analytic_", "prune_channels_mac_budget_", "remove_channels_",
-    "resize_to_state_dict_", "target_from_config", "zero_channels_",
+    "calibration_inputs", "channel_threshold", "check_plan", "detach_channel_gates_", "finalize_channels_",
+    "group_scores", "group_sensitivity", "plan_for_target", "prune_channels_analytic_", "prune_channels_mac_budget_",
+    "recalibrate_batchnorm_", "remove_channels_", "resize_to_state_dict_", "target_from_config", "zero_channels_",
 ]

@@ -216,6 +216,16 @@ class CostModel:
         return out
 
 
+    def group_params(self) -> list[float]:
+        """Dense parameters touching each group (every tensor with one of its channels along a dimension)."""
+        out = [0.0] * len(self.graph.groups)
+        for s in self.slots:
+            if s.is_param:
+                for gi in {gi for gi, _ in s.out_members + s.in_members}:
+                    out[gi] += s.numel
+        return out
+
+
 class StructuredTarget:
     """What a channel budget is measured in: ``kind`` "macs" (fraction of real MACs removed), "sparsity"
     (fraction of parameters removed) or "params" (a parameter count to reach); ``value`` the number."""
@@ -249,32 +259,53 @@ class StructuredTarget:
 
 
 def close_gap(costs: CostModel, target: StructuredTarget, keep: list[Tensor], scores: list[Tensor], goal: float,
-              tolerance: float, max_iter: int = 5000, rounds: int = 6) -> list[Tensor]:
+              tolerance: float, max_iter: int = 5000, rounds: int = 6, swaps: int = 8) -> list[Tensor]:
     """Close the discrete gap to ``goal`` (a cost ratio) one channel at a time: above the goal, remove the weakest
     kept channels (``scores``) until within budget; below ``goal - tolerance``, restore the strongest removed ones
-    that still fit, and if none fits, restore one anyway and remove weaker channels elsewhere. At least one channel
-    per group stays."""
+    that still fit, and if none fits, try restoring each of the ``swaps`` strongest removed channels while removing
+    the weakest channels of *other* groups until within budget, keeping the best swap (one coarse channel traded
+    for several finer ones). At least one channel per group stays."""
     keep = [k.clone() for k in keep]
 
-    def ratio():
-        return float(target.measure(costs, keep))
+    def ratio(k=None):
+        return float(target.measure(costs, keep if k is None else k))
 
-    def remove_until_within(protect=None):
-        cur = ratio()
+    def remove_until_within(kp, skip_group=None, scan: int = 200):
+        """Remove the weakest channels until within budget. At the crossing, the weakest channel landing within
+        ``tolerance`` of the goal among the next ``scan`` candidates is taken, else the one landing closest below
+        the goal (a finer channel of another group can beat the first, coarse one)."""
+        cur = ratio(kp)
         if cur <= goal:
             return cur
-        cands = sorted((float(s[c]), gi, c) for gi, (k, s) in enumerate(zip(keep, scores))
-                       for c in range(len(k)) if k[c] > 0 and (gi, c) != protect)
-        for _, gi, c in cands[:max_iter]:
-            if keep[gi].sum() <= 1:
+        cands = [(gi, c) for _, gi, c in sorted((float(s[c]), gi, c) for gi, (k, s) in enumerate(zip(kp, scores))
+                                                for c in range(len(k)) if k[c] > 0 and gi != skip_group)]
+        for i, (gi, c) in enumerate(cands[:max_iter]):
+            if kp[gi].sum() <= 1:
                 continue
-            keep[gi][c] = 0.0
-            cur = ratio()
-            if cur <= goal:
-                break
+            kp[gi][c] = 0.0
+            new = ratio(kp)
+            if new > goal:
+                cur = new
+                continue
+            if new >= goal - tolerance:
+                return new
+            best = (new, gi, c)  # overshoots: look for a finer channel further down
+            kp[gi][c] = 1.0
+            for gj, cj in cands[i + 1:i + 1 + scan]:
+                if kp[gj].sum() <= 1:
+                    continue
+                kp[gj][cj] = 0.0
+                alt = ratio(kp)
+                kp[gj][cj] = 1.0
+                if best[0] < alt <= goal:
+                    best = (alt, gj, cj)
+                    if alt >= goal - tolerance:
+                        break
+            kp[best[1]][best[2]] = 0.0
+            return best[0]
         return cur
 
-    cur = remove_until_within()
+    cur = remove_until_within(keep)
     for _ in range(rounds):
         if cur >= goal - tolerance:
             break
@@ -282,24 +313,28 @@ def close_gap(costs: CostModel, target: StructuredTarget, keep: list[Tensor], sc
                         for c in range(len(k)) if k[c] == 0), reverse=True)
         if not cands:
             break
-        over = None
+        over = []
         for _, gi, c in cands[:max_iter]:
             keep[gi][c] = 1.0
             new = ratio()
             if new > goal:
                 keep[gi][c] = 0.0
-                over = over or (gi, c)
+                if len(over) < swaps:
+                    over.append((gi, c))
                 continue
             cur = new
             if cur >= goal - tolerance:
                 break
-        if cur >= goal - tolerance or over is None:
+        if cur >= goal - tolerance or not over:
             break
-        before = [k.clone() for k in keep]
-        keep[over[0]][over[1]] = 1.0
-        new = remove_until_within(protect=over)
-        if new > goal or new < cur:  # no better: undo
-            keep = before
+        best = None
+        for gi, c in over:
+            trial = [k.clone() for k in keep]
+            trial[gi][c] = 1.0
+            new = remove_until_within(trial, skip_group=gi)
+            if new <= goal and new > cur and (best is None or new > best[0]):
+                best = (new, trial)
+        if best is None:
             break
-        cur = new
+        cur, keep = best
     return keep

@@ -19,6 +19,7 @@ from ...training import TrainConfig, Trainer, evaluate
 from ...training.fit import Fit
 from ...training.fit import example_input as _example_from
 from .analytic import ChannelAnalyticPlugin, attach_channel_gates_, detach_channel_gates_
+from .calibrate import calibration_inputs, group_sensitivity, recalibrate_batchnorm_
 from .costs import CostModel, StructuredTarget
 from .groups import ChannelGraph, build_channel_graph
 from .mac_budget import plan_for_target
@@ -141,6 +142,7 @@ def prune_channels_analytic_(model: nn.Module, config: Any, fit: Fit | None = No
         tr = Trainer(model, _phase(base, config.epochs), loss_fn=fit.loss_fn, plugins=[plugin], metric=fit.metric)
         result.history = [{"phase": "prune", **h} for h in tr.fit(fit.train, fit.val)]
     finalize_channels_(model, result=result)
+    _recalibrate(model, fit, config.bn_recalibration, result)
     if config.finetune_epochs > 0:
         ft = Trainer(model, _phase(base, config.finetune_epochs), loss_fn=fit.loss_fn, metric=fit.metric)
         result.history += [{"phase": "finetune", **h} for h in ft.fit(fit.train, fit.val)]
@@ -175,6 +177,14 @@ def finalize_channels_(model: nn.Module, result: StructuredResult | None = None)
     return model
 
 
+def _recalibrate(model: nn.Module, fit: Fit | None, samples: int, result: StructuredResult) -> None:
+    """Re-estimate BatchNorm statistics after a removal (see :func:`~.calibrate.recalibrate_batchnorm_`)."""
+    inputs = calibration_inputs(fit.train if fit is not None else None, samples)
+    n = recalibrate_batchnorm_(model, inputs)
+    if n:
+        result.info["bn_recalibrated"] = result.info.get("bn_recalibrated", 0) + n
+
+
 def _names(sel: Any) -> list[str] | None:
     if sel is None:
         return None
@@ -203,8 +213,10 @@ def prune_channels_mac_budget_(model: nn.Module, config: Any, fit: Fit | None = 
     Args:
         model: the model (no parametrizations).
         config: a ``MacBudgetConfig`` (``granularity="channel"``): ``mac_reduction`` (or ``target_params`` /
-            ``target_sparsity``), ``allowance_power``, ``allowance_clip``, ``max_pruned["default"]``, ``rounds``,
-            ``schedule``, ``retrain_epochs``, ``retrain_lr``, ``tolerance``, ``include``/``exclude``.
+            ``target_sparsity``), ``allowance`` (``"mac_share"`` / ``"macs_per_weight"``), ``allowance_power``,
+            ``allowance_clip``, ``channel_error``, ``channel_sensitivity``, ``bn_recalibration``,
+            ``max_pruned["default"]``, ``rounds``, ``schedule``, ``retrain_epochs``, ``retrain_lr``, ``tolerance``,
+            ``include``/``exclude``.
 
     Returns:
         :class:`StructuredResult` (``info["rounds"]``: per-round eps0 and achieved reduction).
@@ -232,6 +244,9 @@ def prune_channels_mac_budget_(model: nn.Module, config: Any, fit: Fit | None = 
     rounds_info = []
     max_pruned = config.max_fraction("default") if hasattr(config, "max_fraction") else 0.95
     names = [g.name for g in graph.groups]
+    sens_inputs = calibration_inputs(fit.train if fit is not None else None, config.channel_sensitivity)
+    if config.channel_sensitivity and not sens_inputs:
+        log.info("mac-budget-channel: no training data, allowances from MACs only (no group sensitivity)")
     for i, t in enumerate(_round_targets(target, config.rounds, config.schedule)):
         if i > 0:
             graph = build_channel_graph(model, example, ignore=ignore, check=False, include=names)
@@ -242,16 +257,19 @@ def prune_channels_mac_budget_(model: nn.Module, config: Any, fit: Fit | None = 
         rel = 1.0 - (1.0 - t.value) * orig / cur_dense
         if rel <= 0:
             continue
+        sens = group_sensitivity(graph, sens_inputs) if sens_inputs else None
         plan, info = plan_for_target(costs, StructuredTarget(t.kind, rel), power=config.allowance_power,
                                      clip=config.allowance_clip, max_pruned=max_pruned,
-                                     tolerance=min(config.tolerance, 0.005))
+                                     tolerance=min(config.tolerance, 0.005), error=config.channel_error,
+                                     sensitivity=sens, rule=config.allowance)
         params, macs = costs.plan_costs(plan)
         removed = remove_channels_(graph, plan)
+        _recalibrate(model, fit, config.bn_recalibration, result)
         for k, v in removed.items():
             result.removed[k] = result.removed.get(k, 0) + v
         _fill(result, params, macs)
         rounds_info.append({"round": i + 1, "eps0": info["eps0"], "mac_reduction": result.mac_reduction,
-                            "param_reduction": result.param_reduction})
+                            "param_reduction": result.param_reduction, "sensitivity": sens})
         log.info("mac-budget-channel round %d: eps0=%.4g, MACs -%.1f%%, params -%.1f%%", i + 1, info["eps0"],
                  100 * result.mac_reduction, 100 * result.param_reduction)
         if fit is not None and config.retrain_epochs > 0:

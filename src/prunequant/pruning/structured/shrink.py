@@ -3,8 +3,8 @@
 A *plan* maps a group name to the group channels to remove. :func:`zero_channels_` writes exact zeros into every
 member slice (the "masked model"); :func:`remove_channels_` deletes the same slices through Torch-Pruning's
 group pruning, so every coupled layer shrinks and the model stays an ordinary dense ``nn.Module`` whose outputs equal
-the zeroed model's. :func:`resize_to_state_dict_` rebuilds the shapes of a freshly constructed (dense) model so a
-saved shrunk state dict loads into it.
+the zeroed model's. :func:`~prunequant.core.resize.resize_to_state_dict_` (re-exported here) rebuilds the shapes
+of a freshly constructed (dense) model so a saved shrunk state dict loads into it.
 """
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ...errors import ConfigError, ShapeError
+from ...core.resize import resize_to_state_dict_  # noqa: F401 (moved to core; re-exported for old imports)
+from ...errors import ConfigError
 from .graph import ChannelGraph, ChannelGroup
 
 log = logging.getLogger("prunequant.pruning.structured")
@@ -105,74 +106,3 @@ def remove_channels_(graph: ChannelGraph, plan: Plan) -> dict[str, int]:
 def _prune_group(graph: ChannelGraph, g: ChannelGroup, ids: list[int]) -> None:
     grp = graph.dg.get_pruning_group(g.root_module, g.handler, idxs=list(ids))
     grp.prune()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# loading a shrunk state dict into a freshly built (dense) model
-
-
-def _set_param(module: nn.Module, pname: str, shape: torch.Size) -> None:
-    old = getattr(module, pname)
-    new = torch.zeros(shape, dtype=old.dtype, device=old.device)
-    if isinstance(old, nn.Parameter):
-        setattr(module, pname, nn.Parameter(new, requires_grad=old.requires_grad))
-    else:
-        module.register_buffer(pname, new)
-
-
-@torch.no_grad()
-def resize_to_state_dict_(model: nn.Module, state: Mapping[str, Tensor]) -> list[str]:
-    """Give every Conv/Linear/BatchNorm of ``model`` the shapes stored in ``state`` (a channel-pruned model's state
-    dict), so ``model.load_state_dict(state)`` succeeds. Returns the names of the resized modules.
-
-    Only channel counts change (kernel sizes, strides, etc. stay); a depthwise convolution stays depthwise.
-    Raises :class:`ShapeError` naming the module for any other mismatch.
-    """
-    resized = []
-    from .attention import HeadPrunedAttention
-
-    for name, mod in list(model.named_modules()):  # head-pruned attention: rebuild with the stored head count
-        pre = f"{name}." if name else ""
-        if isinstance(mod, nn.MultiheadAttention) and pre + "q_proj.weight" in state:
-            q = state[pre + "q_proj.weight"]
-            new = HeadPrunedAttention(mod.embed_dim, q.shape[0] // mod.head_dim, mod.head_dim,
-                                      bias=pre + "q_proj.bias" in state, dropout=float(mod.dropout),
-                                      batch_first=bool(mod.batch_first)).to(q.dtype)
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, new)
-            resized.append(name)
-    for name, mod in model.named_modules():
-        pre = f"{name}." if name else ""
-        w = state.get(pre + "weight")
-        if w is None or not hasattr(mod, "weight") or not isinstance(mod.weight, Tensor):
-            continue
-        if tuple(w.shape) == tuple(mod.weight.shape):
-            continue
-        if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            if tuple(w.shape[2:]) != tuple(mod.weight.shape[2:]):
-                raise ShapeError(f"layer '{name}': stored kernel {tuple(w.shape)} does not fit "
-                                 f"{tuple(mod.weight.shape)}")
-            depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
-            if depthwise:
-                mod.out_channels = mod.in_channels = mod.groups = int(w.shape[0])
-            elif mod.groups == 1:
-                mod.out_channels, mod.in_channels = int(w.shape[0]), int(w.shape[1])
-            else:
-                raise ShapeError(f"layer '{name}': grouped convolution ({mod.groups} groups) cannot be resized")
-        elif isinstance(mod, nn.Linear):
-            mod.out_features, mod.in_features = int(w.shape[0]), int(w.shape[1])
-        elif isinstance(mod, nn.modules.batchnorm._NormBase):
-            mod.num_features = int(w.shape[0])
-        elif isinstance(mod, nn.PReLU) and w.numel() == 1:
-            continue
-        else:
-            raise ShapeError(f"layer '{name}' ({type(mod).__name__}): stored weight {tuple(w.shape)} does not fit "
-                             f"{tuple(mod.weight.shape)} and cannot be resized")
-        for pname, t in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False)):
-            s = state.get(pre + pname)
-            if s is not None and t is not None and s.shape != t.shape:
-                _set_param(mod, pname, s.shape)
-        resized.append(name)
-    if resized:
-        log.info("resized %d layers to the stored channel counts: %s", len(resized), ", ".join(resized[:8]))
-    return resized
