@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from ..errors import ConfigError
+from .nested import first_tensor
 from .targets import Selector, compressible_weights, unsupported_layers
 from .tracing import split_example_input
 
@@ -94,23 +95,6 @@ def _cos_rel(ref: Tensor, got: Tensor) -> tuple[float, float]:
     cos = float(a @ b) / (na * nb) if nb > 0 else 0.0
     return cos, diff / na
 
-
-def _first_tensor(obj: Any) -> Tensor | None:
-    if isinstance(obj, Tensor):
-        return obj
-    if isinstance(obj, PackedSequence):
-        return obj.data
-    logits = getattr(obj, "logits", None)  # Hugging Face ModelOutput
-    if isinstance(logits, Tensor):
-        return logits
-    if isinstance(obj, dict):
-        obj = list(obj.values())
-    if isinstance(obj, (tuple, list)):
-        for o in obj:
-            t = _first_tensor(o)
-            if t is not None:
-                return t
-    return None
 
 
 def _shapes(obj: Any) -> list:
@@ -223,7 +207,7 @@ class FidelityProbe:
 
         def post(name):
             def hook(mod, args, out):
-                t = _first_tensor(out)
+                t = first_tensor(out)
                 if t is not None:
                     producer[id(t)] = name
                     ref_outputs[name].append(t.detach().clone())
@@ -262,7 +246,7 @@ class FidelityProbe:
 
         def post(name):
             def hook(mod, args, out):
-                t = _first_tensor(out)
+                t = first_tensor(out)
                 if t is not None:
                     outs[name].append(t.detach())
             return hook
@@ -310,7 +294,7 @@ class FidelityProbe:
             cos, rel = _cos_rel(_cat(ref, k), _cat(outs[p], k))
             ccos, crel = _cos_rel(_cat(ref, k), _cat(cumulative[p], k))
             rows.append(LayerFidelity(n, cos, rel, ccos, crel))
-        ocos, orel = _cos_rel(self.ref_output, _first_tensor(out))
+        ocos, orel = _cos_rel(self.ref_output, first_tensor(out))
         return FidelityReport(output_cosine=ocos, output_rel_error=orel, layers=rows, samples=self.samples,
                               threshold=threshold)
 
@@ -320,7 +304,7 @@ def _cat(ts: list[Tensor], k: int) -> Tensor:
 
 
 def _batch_len(x: Any) -> int:
-    t = _first_tensor(x if not isinstance(x, dict) else list(x.values()))
+    t = first_tensor(x if not isinstance(x, dict) else list(x.values()))
     return int(t.shape[0]) if t is not None and t.dim() else 1
 
 
@@ -332,7 +316,7 @@ def _run(model: nn.Module, inputs: Any) -> Tensor:
         inputs = _to(inputs, device)
     try:
         args, kwargs = split_example_input(inputs)
-        out = _first_tensor(model(*args, **kwargs))
+        out = first_tensor(model(*args, **kwargs))
     finally:
         model.train(was)
     if out is None:

@@ -32,6 +32,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .nested import first_tensor
+
 __all__ = ["ZERO_MAC_TYPES", "CallMacs", "WeightUse", "call_macs", "flop_counter_macs", "is_known", "weight_nonzeros"]
 
 ZERO_MAC_TYPES: tuple[type[nn.Module], ...] = (
@@ -65,16 +67,6 @@ def is_known(module: nn.Module) -> bool:
     """True if :func:`call_macs` has an exact rule for ``module``'s type."""
     return isinstance(module, _KNOWN)
 
-
-def _first_tensor(obj: Any) -> Tensor | None:
-    if isinstance(obj, Tensor):
-        return obj
-    if isinstance(obj, (tuple, list)):
-        for o in obj:
-            t = _first_tensor(o)
-            if t is not None:
-                return t
-    return None
 
 
 def _rnn_tokens(module: nn.RNNBase, x: Any) -> int:
@@ -119,10 +111,10 @@ def _mha(module: nn.MultiheadAttention, args: tuple, kwargs: dict) -> CallMacs:
 def call_macs(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> CallMacs:
     """MACs of one call of a known module type (see :func:`is_known`), from its inputs and output."""
     if isinstance(module, nn.Linear):
-        out = _first_tensor(output)
+        out = first_tensor(output)
         return CallMacs([WeightUse("weight", out.numel() // module.out_features)])
     if isinstance(module, _CONV):
-        out = _first_tensor(output)
+        out = first_tensor(output)
         return CallMacs([WeightUse("weight", out.numel() // module.out_channels)])
     if isinstance(module, _CONV_T):
         x = args[0] if args else kwargs["input"]

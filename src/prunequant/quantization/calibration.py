@@ -28,11 +28,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..core.nested import first_tensor
 from ..core.quantizer import ACT_GRANULARITIES, ActFakeQuant, act_channel_dim
 from ..errors import ConfigError, LayerError, ShapeError
 
@@ -193,16 +193,6 @@ class _LayerInputs:
         self.elements += n
 
 
-def _first_tensor(out: Any) -> Tensor | None:
-    if isinstance(out, Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        for o in out:
-            t = _first_tensor(o)
-            if t is not None:
-                return t
-    return None
-
 
 _BATCH_FIRST = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -217,7 +207,7 @@ def _output_errors(module: nn.Module, inputs: _LayerInputs, quantize_all) -> Ten
     errs = None
     for args, kwargs in inputs.calls:
         x, rest = args[0], args[1:]
-        ref = _first_tensor(module(x, *rest, **kwargs))
+        ref = first_tensor(module(x, *rest, **kwargs))
         if ref is None:
             continue
         q = quantize_all(x)  # (R, *x.shape)
@@ -231,7 +221,7 @@ def _output_errors(module: nn.Module, inputs: _LayerInputs, quantize_all) -> Ten
                 errs[i:i + chunk] += (out - ref.unsqueeze(0)).double().square().flatten(1).sum(1).cpu()
         else:
             for i in range(q.shape[0]):
-                out = _first_tensor(module(q[i], *rest, **kwargs))
+                out = first_tensor(module(q[i], *rest, **kwargs))
                 errs[i] += float((out - ref).double().square().sum())
     return errs if errs is not None else torch.zeros(0, dtype=torch.float64)
 
