@@ -29,6 +29,13 @@ second half). The issue-16 run (CPU-bound: 2 shared cores):
         --fashion-train 1000 --fashion-batch 32 --fashion-epochs 2 --fashion-val 2000 --fashion-test 3000 \
         --select-candidates --wait-for-references 20 --finish-by 10:44 --out benchmarks/out/joint_fashion
 
+Seeds can run as separate processes (one per core) and be merged; a later process reuses the candidate set the
+first one chose on its validation split (``--joint-candidates``, recorded as given, not selected)::
+
+    .venv/bin/python benchmarks/joint.py --models fashion_mobilenetv2 --fashion-seed-list 1 \
+        --joint-candidates w2-3-4-6-8/a2-3-4-6-8 ... --out benchmarks/out/joint_s1
+    .venv/bin/python benchmarks/joint.py --merge benchmarks/out/joint_s0/joint.json benchmarks/out/joint_s1/joint.json
+
 ``--finish-by HH:MM`` (UTC) starts no run expected to end later and still writes the results so far;
 ``joint_partial.json`` is rewritten after every run; a method that raises is recorded with its error.
 
@@ -254,7 +261,8 @@ def select_candidates(task: Task, args) -> dict:
     best, scores, runs = None, {}, {}
     for key, overrides in CANDIDATE_SETS.items():
         t = time.perf_counter()
-        res = run_method(task, "joint", 0, target, args, overrides=overrides, with_val=True)
+        res = run_method(task, "joint", 0, target, args, overrides={**overrides, **dict(args.joint_set)},
+                         with_val=True)
         res["seconds"] = time.perf_counter() - t
         runs[key] = res
         scores[key] = res["val_metric"]
@@ -264,10 +272,47 @@ def select_candidates(task: Task, args) -> dict:
     return {"chosen": best, "val_scores": scores, "overrides": CANDIDATE_SETS[best]}
 
 
-CANDIDATE_SETS = {
-    "w3-4-6-8/a2-3-4-6-8": {"weight_bits": (3, 4, 6, 8), "act_bits": (2, 3, 4, 6, 8)},  # JointConfig's default
+CANDIDATE_SETS = {  # JointConfig's default first; each entry a key parse_candidates() turns back into its overrides
+    "w3-4-6-8/a2-3-4-6-8": {"weight_bits": (3, 4, 6, 8), "act_bits": (2, 3, 4, 6, 8)},
     "w2-3-4-6-8/a2-3-4-6-8": {"weight_bits": (2, 3, 4, 6, 8), "act_bits": (2, 3, 4, 6, 8)},
+    # the same candidates with τ annealed over the whole soft phase (the default holds τ = 1 while the size ramps)
+    "w2-3-4-6-8/a2-3-4-6-8/tau_schedule=whole": {"weight_bits": (2, 3, 4, 6, 8), "act_bits": (2, 3, 4, 6, 8),
+                                                 "tau_schedule": "whole"},
 }
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``"tau_schedule=whole"`` -> ``("tau_schedule", "whole")``; ``"logit_lr=0.01"`` -> ``("logit_lr", 0.01)``.
+    The field must exist on JointConfig."""
+    import argparse
+    import dataclasses
+
+    field_name, sep, raw = text.partition("=")
+    names = {f.name for f in dataclasses.fields(JointConfig)}
+    if not sep or field_name not in names:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=VALUE with FIELD a JointConfig field")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return field_name, tuple(value) if isinstance(value, list) else value
+
+
+def parse_candidates(text: str) -> tuple[str, dict]:
+    """``"w2-3-4/a4-8"`` -> ``("w2-3-4/a4-8", {"weight_bits": (2, 3, 4), "act_bits": (4, 8)})``; further
+    ``/FIELD=VALUE`` parts are JointConfig settings (``"w2-3/a4/tau_schedule=whole"``), as in CANDIDATE_SETS."""
+    import argparse
+
+    try:
+        w, a, *extra = text.split("/")
+        if w[0] != "w" or a[0] != "a":
+            raise ValueError
+        wb, ab = (tuple(int(b) for b in part[1:].split("-")) for part in (w, a))
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"candidate set {text!r}: expected e.g. 'w2-3-4-6-8/a2-3-4-6-8'") from None
+    if not all(1 <= b <= 16 for b in wb + ab):
+        raise argparse.ArgumentTypeError(f"candidate set {text!r}: bits must lie in 1..16")
+    return text, {"weight_bits": wb, "act_bits": ab, **dict(parse_setting(e) for e in extra)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -355,7 +400,7 @@ def hawq_allocate(options: list[list[tuple[float, float]]], budget_bits: float) 
 
 def hawq_mixed_(model: nn.Module, target_bytes: float, train, val, loss_fn: Callable, metric: Callable,
                 abits: int, epochs: int, seed: int, exclude=None, calib_batches: int = 2,
-                samples: int = 4) -> dict:
+                samples: int = 4, granularity: str = "tensor") -> dict:
     """The hawq-mixed peer on ``model`` in place; returns the per-layer allocation and the traces."""
     from prunequant.core.cost import cheapest_format
     from prunequant.core.targets import weight_key
@@ -368,7 +413,7 @@ def hawq_mixed_(model: nn.Module, target_bytes: float, train, val, loss_fn: Call
     # options per layer: (sparsity, bits) -> (Ω, stored bits), measured with the joint quantizers the QAT uses
     probe = copy.deepcopy(model)
     cfg = JointConfig(weight_bits=HAWQ_BITS, act_bits=(abits,), prune=False, epochs=0, finetune_epochs=epochs,
-                      exclude=exclude)
+                      exclude=exclude, granularity=granularity)
     layers, fixed_bits, _ = attach_joint_(probe, cfg, batches[:1], batches[0][0][:1])
     opts, grid = [], []
     for l in layers:
@@ -419,12 +464,12 @@ def run_method(task: Task, method: str, seed: int, target: float, args, override
     ex = list(task.exclude) if task.exclude else None
     if method == "joint":
         extra = dict(overrides if overrides is not None else (task.joint_overrides or {}))
-        cfg = JointConfig(target_size_bytes=target, target_abits=task.abits, epochs=soft, finetune_epochs=ft,
-                          exclude=ex, **extra)
+        cfg = JointConfig(**{"target_size_bytes": target, "target_abits": task.abits, "epochs": soft,
+                             "finetune_epochs": ft, "exclude": ex, "granularity": args.granularity, **extra})
     elif method == "hawq-mixed":
         torch.manual_seed(seed)
         extra = hawq_mixed_(model, target, train, val, task.loss_fn, task.train_metric, task.abits, soft + ft, seed,
-                            exclude=ex)
+                            exclude=ex, granularity=args.granularity)
         out = {**model_stats(model, task.example), "metric": (score or task.score)(model),
                "metric_name": task.metric_name, **extra}
         if with_val and task.val_score is not None:
@@ -433,10 +478,10 @@ def run_method(task: Task, method: str, seed: int, target: float, args, override
     elif method in ("qat-after-magnitude", "uniform-2bit"):
         wbits = 2 if method == "uniform-2bit" else args.wbits
         cfg = MagnitudeQATConfig(target_size_bytes=target, wbits=wbits, abits=task.abits, epochs=soft + ft,
-                                 exclude=ex)
+                                 exclude=ex, granularity=args.granularity)
     else:
         cfg = AnalyticPWLQConfig(target_size_bytes=target, wbits=args.wbits, abits=task.abits, prune_epochs=soft,
-                                 finetune_epochs=ft, exclude=ex)
+                                 finetune_epochs=ft, exclude=ex, granularity=args.granularity)
     torch.manual_seed(seed)
     result = prune_quantize_(model, cfg, train=train, val=val, loss_fn=task.loss_fn, metric=task.train_metric)
     out = {**model_stats(model, task.example), "metric": (score or task.score)(model),
@@ -446,6 +491,10 @@ def run_method(task: Task, method: str, seed: int, target: float, args, override
     if method == "joint" and getattr(result, "table", None):
         out["allocation"] = [{k: r[k] for k in ("layer", "params", "sparsity", "wbits", "abits")}
                              for r in result.table]
+    if method == "joint":  # the soft -> hard transition: where the soft phase ended and what hardening cost
+        soft_end = next((h for h in reversed(result.history) if h.get("phase") == "soft"), {})
+        out["soft_end"] = {k: soft_end[k] for k in ("size_bytes", "sparsity", "wbits", "abits") if k in soft_end}
+        out["val_metric_soft"], out["val_metric_hard"] = result.val_metric_soft, result.val_metric_hard
     return out
 
 
@@ -663,6 +712,63 @@ def _atomic_write(path: Path, obj: dict) -> None:
     tmp.replace(path)
 
 
+def merge_results(paths: list[Path], out: Path, replace: tuple[str, ...] = ()) -> dict:
+    """Merge the runs of several joint results (e.g. one process per seed) and recompute rows and summary.
+
+    ``replace``: methods whose runs in a later file replace every run of that method (same dataset, model and
+    target ratio) from the earlier files, e.g. ``("joint",)`` after re-running only the joint method with a
+    re-selected config (the baselines do not depend on it); the result lists what was replaced under ``replaced``.
+
+    Raises:
+        SystemExit: a file is missing or not a joint result, or two files disagree on the same run.
+    """
+    runs: dict[tuple, dict] = {}
+    replaced: list[dict] = []
+    selection: dict = {}
+    meta: dict = {"seconds": 0.0, "epochs": {}, "abits": {}}
+    for p in paths:
+        if not Path(p).is_file():
+            raise SystemExit(f"--merge: no such file {p}")
+        d = json.loads(Path(p).read_text())
+        if d.get("benchmark") != "joint" or "runs" not in d:
+            raise SystemExit(f"--merge: {p} is not a joint benchmark result")
+        gran = d.get("granularity", "tensor")
+        if meta.setdefault("granularity", gran) != gran:
+            raise SystemExit(f"--merge: {p} used {gran} weight scales, an earlier file {meta['granularity']}")
+        js = d.get("joint_set", {})
+        if meta.setdefault("joint_set", js) != js:
+            raise SystemExit(f"--merge: {p} ran joint with {js}, an earlier file with {meta['joint_set']}")
+        for name, sel in d.get("candidate_selection", {}).items():
+            if not sel.get("given") or name not in selection:
+                selection[name] = sel
+        meta["seconds"] += d.get("seconds", 0.0)
+        meta["epochs"].update(d.get("epochs", {}))
+        meta["abits"].update(d.get("abits", {}))
+        meta.setdefault("baseline_wbits", d.get("baseline_wbits"))
+        fresh = {(r["dataset"], r["model"], r["method"], r["target_ratio"])
+                 for r in d["runs"] if r["method"] in replace}
+        for k in [k for k in runs if (*k[:3], k[4]) in fresh]:
+            replaced.append({"file": str(p), "run": list(k), "old_metric": runs.pop(k)["metric"]})
+        for r in d["runs"]:
+            if "error" in r:
+                continue
+            key = (r["dataset"], r["model"], r["method"], r["seed"], r["target_ratio"])
+            old = runs.get(key)
+            if old is not None and abs(old["metric"] - r["metric"]) > 1e-9:
+                raise SystemExit(f"--merge: {key} has metric {old['metric']} in one file and {r['metric']} in {p}")
+            runs[key] = r
+    allruns = list(runs.values())
+    rows = _mean_rows(allruns)
+    seeds = {m: len({k[3] for k in runs if k[1] == m}) for m in {k[1] for k in runs}}
+    result = {"benchmark": "joint", "quick": False, "seeds": seeds, **meta, "candidate_selection": selection,
+              "merged_from": [str(p) for p in paths], "replaced": replaced, "rows": rows, "runs": allruns,
+              "summary": _summary(rows)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out, result)
+    print(json.dumps(result, default=float))
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short schedules; glucose: 1 seed (< 3 min)")
@@ -691,12 +797,30 @@ def main() -> None:
                          "for reference models then; the results so far are written as usual")
     ap.add_argument("--select-candidates", action="store_true",
                     help="choose the joint candidate bit sets on the Fashion-MNIST validation split first")
+    ap.add_argument("--joint-candidates", default=None, type=parse_candidates, metavar="wB-B../aB-B..",
+                    help="use this joint candidate set on the Fashion-MNIST models (e.g. the one an earlier "
+                         "--select-candidates run chose on the validation split, or w4/a4 for an ablation with "
+                         "fixed bits) instead of JointConfig's default")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="run nothing: merge the runs of earlier joint.json / joint_partial.json files (a (model, "
+                         "method, seed, ratio) in several files must agree) into --out/joint.json")
+    ap.add_argument("--joint-set", nargs="+", default=[], type=parse_setting, metavar="FIELD=VALUE",
+                    help="extra JointConfig fields for the Fashion-MNIST joint runs (ablations), e.g. "
+                         "tau_schedule=whole logit_lr=0.01; values are JSON, else strings")
+    ap.add_argument("--granularity", default="tensor", choices=("tensor", "channel"),
+                    help="weight-quantizer scales of every method (one per tensor, or per output channel)")
+    ap.add_argument("--replace", nargs="+", default=[], metavar="METHOD",
+                    help="with --merge: a later file's runs of METHOD replace all earlier runs of it for that model "
+                         "and target ratio")
     ap.add_argument("--abits", type=int, default=4, help="digits feature-map bits (joint: target average)")
     ap.add_argument("--wbits", type=int, default=4, help="baselines' weight bits")
     ap.add_argument("--methods", nargs="+", default=None,
                     help="run only these methods on the Fashion-MNIST models (default: all)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/joint"))
     args = ap.parse_args()
+    if args.merge:
+        merge_results(args.merge, args.out / "joint.json", tuple(args.replace))
+        return
     torch.set_num_threads(1)  # 2 shared cores: more threads only contend
     console = Console(stderr=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -717,9 +841,15 @@ def main() -> None:
                 task.seeds = len(task.seed_list)
             if args.methods:
                 task.methods = tuple(m for m in task.methods if m in args.methods)
+            if args.joint_set:
+                task.joint_overrides = {**(task.joint_overrides or {}), **dict(args.joint_set)}
             if args.select_candidates:
                 selection[task.name] = select_candidates(task, args)
-                task.joint_overrides = selection[task.name]["overrides"]
+                task.joint_overrides = {**selection[task.name]["overrides"], **dict(args.joint_set)}
+            elif args.joint_candidates:
+                key, overrides = args.joint_candidates
+                selection[task.name] = {"chosen": key, "given": True, "overrides": overrides}
+                task.joint_overrides = {**overrides, **dict(args.joint_set)}
             tasks.append(task)
     runs: list[dict] = []
     total = sum(t.seeds * (1 + len(t.ratios) * len(t.methods)) for t in tasks)
@@ -748,7 +878,9 @@ def main() -> None:
                 _plot_allocation(task, run, sens, args.out / f"{task.name}_allocation.png", hawq)
         _plot(task, [r for r in trows if r["method"] != "fp32"], fp32, args.out / f"{task.name}_metric_vs_size.png")
         Console(width=150).print(_table(task, trows, args))
-    result = {"benchmark": "joint", "quick": args.quick, "seeds": {t.name: t.seeds for t in tasks},
+    result = {"benchmark": "joint", "quick": args.quick, "granularity": args.granularity,
+              "joint_set": dict(args.joint_set),
+              "seeds": {t.name: t.seeds for t in tasks},
               "epochs": {t.name: list(t.epochs) for t in tasks}, "abits": {t.name: t.abits for t in tasks},
               "baseline_wbits": args.wbits, "seconds": round(time.perf_counter() - t0, 1),
               "candidate_selection": selection, "rows": rows,

@@ -26,6 +26,9 @@ scale (+ int zero point for torch.ao) for the peers).
     .venv/bin/python benchmarks/pwlq_accuracy.py           # 3 seeds, --schedule full, all 10,000 test images
     # models trained elsewhere, wait for them, end by 10:50 UTC (skips a seed that would not finish):
     .venv/bin/python benchmarks/pwlq_accuracy.py --cached-only --finish-by 10:50 --test-images 2000
+    # seeds run as separate processes (one per core), then merged into one result:
+    .venv/bin/python benchmarks/pwlq_accuracy.py --models fashion_mobilenetv2 --seed-list 1 --out out/s1
+    .venv/bin/python benchmarks/pwlq_accuracy.py --merge a.json out/s1/pwlq_accuracy_fashion_mobilenetv2.json
 
 The JSON is rewritten after every (model, seed), so an interrupted run keeps what it measured.
 
@@ -272,6 +275,56 @@ def summarize(acc, bpw, seeds_done, models, args, schedule, n_test, n_calib, ski
             "seconds": round(seconds, 1)}
 
 
+def merge_results(paths: list[Path], out: Path) -> dict:
+    """Merge the rows of several result files per (model, seed) and recompute every comparison and goal.
+
+    Raises:
+        SystemExit: a file is missing or not a pwlq_accuracy result, the files were measured on different test
+            images / calibration / schedule, or two files disagree on the same (model, seed).
+    """
+    per_seed: dict[tuple, dict[int, float]] = {}
+    bpw: dict[tuple, float] = {}
+    seeds: dict[str, set[int]] = {}
+    setup, quick, minimal, secs, skipped = None, False, False, 0.0, []
+    for p in paths:
+        if not Path(p).is_file():
+            raise SystemExit(f"--merge: no such file {p}")
+        d = json.loads(Path(p).read_text())
+        if d.get("benchmark") != "pwlq_accuracy" or "rows" not in d:
+            raise SystemExit(f"--merge: {p} is not a pwlq_accuracy result")
+        this = (d["schedule"], d["test_images"], d["calibration"])
+        if setup is not None and this != setup:
+            raise SystemExit(f"--merge: {p} was measured with {this}, the first file with {setup}")
+        setup, quick, minimal = this, quick or d["quick"], minimal or d["minimal"]
+        secs += d.get("seconds", 0.0)
+        skipped += d.get("skipped", [])
+        for r in d["rows"]:
+            key = (r["model"], r["method"], r["wbits"], r["abits"])
+            bpw[key] = r["bits_per_weight"]
+            for s, v in zip(r["seeds"], r["accuracy_per_seed"]):
+                old = per_seed.setdefault(key, {}).get(s)
+                if old is not None and not (math.isnan(old) and math.isnan(v)) and abs(old - v) > 1e-9:
+                    raise SystemExit(f"--merge: {key} seed {s} is {old} in one file and {v} in {p}")
+                per_seed[key][s] = v
+                seeds.setdefault(r["model"], set()).add(s)
+    seeds_done = {m: sorted(v) for m, v in seeds.items()}
+    acc = {k: [v.get(s, float("nan")) for s in seeds_done[k[0]]] for k, v in per_seed.items()}
+    models = [m for m in MODELS if m in seeds_done]
+    calib = setup[2]
+    n_calib = int(calib.split()[0])
+    method = calib.split("calibration=")[1].split(",")[0].strip("'")
+    args = argparse.Namespace(quick=quick, minimal=minimal, calibration=method)
+    ran = [f"{m} seed {x}:" for m in seeds_done for x in seeds_done[m]]
+    skipped = [s for s in skipped if not any(s.startswith(r) for r in ran)]  # skipped in one file, run in another
+    result = summarize(acc, bpw, seeds_done, models, args, setup[0], setup[1], n_calib, skipped, secs)
+    result["calibration"] = calib
+    result["merged_from"] = [str(p) for p in paths]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out, json.dumps(result, indent=1))
+    print(json.dumps(result))
+    return result
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -294,6 +347,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 seed, quick-trained models, 1,000 test images")
     ap.add_argument("--seeds", type=int, default=None, help="training seeds per model (default 1 quick / 3 full)")
+    ap.add_argument("--seed-list", type=int, nargs="+", default=None, help="run exactly these seeds (not --seeds)")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="run nothing: merge the per-seed results of earlier runs (same test images, calibration "
+                         "and schedule; a (model, seed) in several files must agree) into --out/pwlq_accuracy.json")
     ap.add_argument("--schedule", default=None, choices=("quick", "full"),
                     help="training schedule of the reference models (default quick with --quick, else full)")
     ap.add_argument("--test-images", type=int, default=None, help="default 1,000 quick / 10,000 full")
@@ -316,8 +373,11 @@ def main() -> None:
                                                  "/usr/share/datasets/fashion-mnist)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     args = ap.parse_args()
+    if args.merge:
+        merge_results(args.merge, args.out / "pwlq_accuracy.json")
+        return
     torch.set_num_threads(1)  # on a shared 2-core machine more threads only add spin-wait overhead
-    seeds = list(range(args.seeds or (1 if args.quick else 3)))
+    seeds = list(args.seed_list) if args.seed_list else list(range(args.seeds or (1 if args.quick else 3)))
     schedule = args.schedule or ("quick" if args.quick else "full")
     n_test = args.test_images or (1000 if args.quick else 10000)
     n_calib = args.calib_images or (128 if args.quick else 512)
