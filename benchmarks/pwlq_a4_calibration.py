@@ -7,8 +7,11 @@ correction on (the PWLQConfig default), per-channel weights, per-tensor activati
 
     .venv/bin/python benchmarks/pwlq_a4_calibration.py --seed 1            # ~3 min on one core
     .venv/bin/python benchmarks/pwlq_a4_calibration.py --quick             # quick-trained model, 1,000 images
+    # which layers: each group in turn kept at 8 bits (weights and input feature maps), MSE calibration:
+    .venv/bin/python benchmarks/pwlq_a4_calibration.py --seed 1 --calibrations mse --by-layer-group
 
-Last stdout line: {"benchmark": "pwlq_a4_calibration", "rows": [{"calibration", "scheme", "accuracy"}], ...}
+Last stdout line: {"benchmark": "pwlq_a4_calibration", "rows": [{"calibration", "keep_8bit", "scheme",
+"accuracy"}], ...}
 """
 from __future__ import annotations
 
@@ -25,6 +28,15 @@ import torch
 from prunequant.data import fashion_mnist
 from prunequant.models.fashion import train_fashion_reference
 from prunequant.quantization import PWLQConfig
+
+LAYER_GROUPS = {  # fnmatch patterns of the FashionMobileNetV2 module names (conv.0: 1x1 expansion, conv.3: 3x3
+    # depthwise, conv.6: 1x1 projection; in the first block, without expansion, conv.0 is the depthwise)
+    "none": (),
+    "expansion 1x1 (conv.0)": ("features.*.conv.0",),
+    "depthwise 3x3 (conv.3)": ("features.*.conv.3",),
+    "projection 1x1 (conv.6)": ("features.*.conv.6",),
+    "stem, head conv, classifier": ("features.0", "features.16", "classifier"),
+}
 
 
 def _pwlq_accuracy_module():
@@ -44,6 +56,8 @@ def main() -> None:
     ap.add_argument("--wbits", type=int, default=4)
     ap.add_argument("--abits", type=int, default=4)
     ap.add_argument("--calibrations", nargs="+", default=["topk_median", "percentile", "mse"])
+    ap.add_argument("--by-layer-group", action="store_true",
+                    help="also run with each LAYER_GROUPS entry kept at 8 bits (keep_8bit), per calibration method")
     ap.add_argument("--data", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -56,14 +70,18 @@ def main() -> None:
     n = 1000 if args.quick else args.test_images
     x, y = ds.x_test[:n], ds.y_test[:n]
     rows, t0 = [], time.perf_counter()
+    groups = LAYER_GROUPS if args.by_layer_group else {"none": ()}
     for cal in args.calibrations:
-        for scheme in ("uniform", "pwlq"):
-            m = copy.deepcopy(model)
-            cfg = PWLQConfig(wbits=args.wbits, abits=args.abits, scheme=scheme, calibration=cal,
-                             calibration_batch_size=16)
-            pa.quantize_weights_(m, cfg, calibration_data=calib)
-            rows.append({"calibration": cal, "scheme": scheme, "accuracy": round(pa.accuracy(m, x, y), 4)})
-            print(f"{cal:12s} {scheme:8s} W{args.wbits}A{args.abits}+BC {rows[-1]['accuracy']:.4f}", flush=True)
+        for group, patterns in groups.items():
+            for scheme in ("uniform", "pwlq"):
+                m = copy.deepcopy(model)
+                cfg = PWLQConfig(wbits=args.wbits, abits=args.abits, scheme=scheme, calibration=cal,
+                                 calibration_batch_size=16, keep_8bit=patterns)
+                pa.quantize_weights_(m, cfg, calibration_data=calib)
+                rows.append({"calibration": cal, "keep_8bit": group, "scheme": scheme,
+                             "accuracy": round(pa.accuracy(m, x, y), 4)})
+                print(f"{cal:12s} 8-bit: {group:28s} {scheme:8s} W{args.wbits}A{args.abits}+BC "
+                      f"{rows[-1]['accuracy']:.4f}", flush=True)
     print(json.dumps({"benchmark": "pwlq_a4_calibration", "model": "fashion_mobilenetv2", "seed": args.seed,
                       "schedule": schedule, "test_images": n, "wbits": args.wbits, "abits": args.abits,
                       "bias_correction": True, "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}))
