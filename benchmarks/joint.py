@@ -68,6 +68,7 @@ from prunequant.api import prune_quantize_
 from prunequant.data import digits_loaders
 from prunequant.joint import AnalyticPWLQConfig, JointConfig, MagnitudeQATConfig
 from prunequant.models.reference import train_reference
+from prunequant.storage import atomic_write_bytes
 from prunequant.training import accuracy, evaluate
 
 X_DIGITS = torch.zeros(1, 1, 8, 8)
@@ -272,13 +273,6 @@ def select_candidates(task: Task, args) -> dict:
     return {"chosen": best, "val_scores": scores, "overrides": CANDIDATE_SETS[best]}
 
 
-CANDIDATE_SETS = {  # JointConfig's default first; each entry a key parse_candidates() turns back into its overrides
-    "w3-4-6-8/a2-3-4-6-8": {"weight_bits": (3, 4, 6, 8), "act_bits": (2, 3, 4, 6, 8)},
-    "w2-3-4-6-8/a2-3-4-6-8": {"weight_bits": (2, 3, 4, 6, 8), "act_bits": (2, 3, 4, 6, 8)},
-    # the same candidates with τ annealed over the whole soft phase (the default holds τ = 1 while the size ramps)
-    "w2-3-4-6-8/a2-3-4-6-8/tau_schedule=whole": {"weight_bits": (2, 3, 4, 6, 8), "act_bits": (2, 3, 4, 6, 8),
-                                                 "tau_schedule": "whole"},
-}
 
 
 def parse_setting(text: str) -> tuple[str, object]:
@@ -314,6 +308,15 @@ def parse_candidates(text: str) -> tuple[str, dict]:
         raise argparse.ArgumentTypeError(f"candidate set {text!r}: bits must lie in 1..16")
     return text, {"weight_bits": wb, "act_bits": ab, **dict(parse_setting(e) for e in extra)}
 
+
+# joint settings the validation split chooses among (--select-candidates); JointConfig's default first. A key is
+# what parse_candidates() reads: weight bits / feature-map bits [/ JointConfig settings]
+CANDIDATE_SETS = {key: parse_candidates(key)[1] for key in (
+    "w3-4-6-8/a2-3-4-6-8",
+    "w2-3-4-6-8/a2-3-4-6-8",
+    # the same candidates with τ annealed over the whole soft phase (the default holds τ = 1 while the size ramps)
+    "w2-3-4-6-8/a2-3-4-6-8/tau_schedule=whole",
+)}
 
 # ---------------------------------------------------------------------------------------------------------------
 # hawq-mixed: a HAWQ-style mixed-precision peer (benchmark only), written from the papers' idea, not their code:
@@ -707,9 +710,7 @@ def _past(args, seconds_ahead: float) -> bool:
 
 
 def _atomic_write(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    tmp.replace(path)
+    atomic_write_bytes(path, json.dumps(obj, indent=1, default=float).encode())
 
 
 def merge_results(paths: list[Path], out: Path, replace: tuple[str, ...] = ()) -> dict:
@@ -885,7 +886,7 @@ def main() -> None:
               "baseline_wbits": args.wbits, "seconds": round(time.perf_counter() - t0, 1),
               "candidate_selection": selection, "rows": rows,
               "runs": runs, "summary": _summary(rows)}
-    (args.out / ("joint_quick.json" if args.quick else "joint.json")).write_text(json.dumps(result, indent=2))
+    _atomic_write(args.out / ("joint_quick.json" if args.quick else "joint.json"), result)
     print(json.dumps(result))
 
 

@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
 from prunequant.data import fashion_mnist
-from prunequant.models.fashion import train_fashion_reference
+from prunequant.models.fashion import evaluate_accuracy, train_fashion_reference
 from prunequant.quantization import PWLQConfig
+from prunequant.quantization.handler import quantize_weights_
 
 LAYER_GROUPS = {  # fnmatch patterns of the FashionMobileNetV2 module names (conv.0: 1x1 expansion, conv.3: 3x3
     # depthwise, conv.6: 1x1 projection; in the first block, without expansion, conv.0 is the depthwise)
@@ -37,15 +35,6 @@ LAYER_GROUPS = {  # fnmatch patterns of the FashionMobileNetV2 module names (con
     "projection 1x1 (conv.6)": ("features.*.conv.6",),
     "stem, head conv, classifier": ("features.0", "features.16", "classifier"),
 }
-
-
-def _pwlq_accuracy_module():
-    path = Path(__file__).resolve().parent / "pwlq_accuracy.py"
-    spec = importlib.util.spec_from_file_location("pwlq_accuracy_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def main() -> None:
@@ -61,7 +50,6 @@ def main() -> None:
     ap.add_argument("--data", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    pa = _pwlq_accuracy_module()
     ds = fashion_mnist(args.data)
     schedule = "quick" if args.quick else "full"
     model, _ = train_fashion_reference("fashion_mobilenetv2", seed=args.seed, schedule=schedule, data=ds)
@@ -77,9 +65,9 @@ def main() -> None:
                 m = copy.deepcopy(model)
                 cfg = PWLQConfig(wbits=args.wbits, abits=args.abits, scheme=scheme, calibration=cal,
                                  calibration_batch_size=16, keep_8bit=patterns)
-                pa.quantize_weights_(m, cfg, calibration_data=calib)
+                quantize_weights_(m, cfg, calibration_data=calib)  # the PTQ transform pwlq_accuracy.py runs
                 rows.append({"calibration": cal, "keep_8bit": group, "scheme": scheme,
-                             "accuracy": round(pa.accuracy(m, x, y), 4)})
+                             "accuracy": round(evaluate_accuracy(m, x, y), 4)})
                 print(f"{cal:12s} 8-bit: {group:28s} {scheme:8s} W{args.wbits}A{args.abits}+BC "
                       f"{rows[-1]['accuracy']:.4f}", flush=True)
     print(json.dumps({"benchmark": "pwlq_a4_calibration", "model": "fashion_mobilenetv2", "seed": args.seed,

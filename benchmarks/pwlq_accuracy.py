@@ -43,7 +43,6 @@ import datetime
 import hashlib
 import json
 import math
-import os
 import statistics
 import time
 import warnings
@@ -59,6 +58,7 @@ from prunequant.pruning.base import prunable_modules
 from prunequant.quantization import PWLQConfig
 from prunequant.quantization.calibration import CALIBRATION_METHODS
 from prunequant.quantization.handler import quantize_weights_
+from prunequant.storage import atomic_write_bytes
 
 NOMINAL = ((4, 8), (3, 8), (4, 4))
 MODELS = ("fashion_resnet", "fashion_mobilenetv2")
@@ -320,15 +320,9 @@ def merge_results(paths: list[Path], out: Path) -> dict:
     result["calibration"] = calib
     result["merged_from"] = [str(p) for p in paths]
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, json.dumps(result, indent=1))
+    atomic_write_bytes(out, json.dumps(result, indent=1).encode())
     print(json.dumps(result))
     return result
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _deadline(hhmm: str | None) -> float | None:
@@ -433,7 +427,7 @@ def main() -> None:
         result = summarize(acc, bpw, seeds_done, models, args, schedule, n_test, n_calib, skipped,
                            time.perf_counter() - t0)
         result["seconds_per_model_seed"] = {k: round(v, 1) for k, v in job_secs.items()}
-        _write_atomic(out, json.dumps(result, indent=1))  # partial results survive an interrupted run
+        atomic_write_bytes(out, json.dumps(result, indent=1).encode())  # partial results survive an interrupted run
 
     result = json.loads(out.read_text()) if out.is_file() and any(seeds_done.values()) else {}
     if not result:
@@ -444,7 +438,7 @@ def main() -> None:
     for r in sorted(result["rows"], key=lambda r: (r["model"], r["abits"], -r["wbits"], r["method"])):
         a = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
         print(f"{r['model']:20s} {r['method']:17s} W{r['wbits']}A{r['abits']:<4d} {r['bits_per_weight']:7.3f} {a:>7s}")
-    _write_atomic(out, json.dumps(result, indent=1))
+    atomic_write_bytes(out, json.dumps(result, indent=1).encode())
     print(json.dumps(result))
 
 

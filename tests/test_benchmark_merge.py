@@ -146,10 +146,15 @@ def test_joint_merge_refuses_different_ablation_settings(joint, tmp_path):
         joint.merge_results([a, b], tmp_path / "m.json")
 
 
-def test_joint_candidate_set_keys_round_trip_with_settings(joint):
-    for key, overrides in joint.CANDIDATE_SETS.items():
-        assert joint.parse_candidates(key) == (key, overrides)
-    assert joint.parse_candidates("w2/a4/tau_schedule=whole")[1]["tau_schedule"] == "whole"
+def test_joint_candidate_sets_start_at_the_jointconfig_default_and_carry_settings(joint):
+    from prunequant.joint import JointConfig
+
+    first, overrides = next(iter(joint.CANDIDATE_SETS.items()))
+    default = JointConfig()
+    assert first == "w3-4-6-8/a2-3-4-6-8"
+    assert overrides == {"weight_bits": tuple(default.weight_bits), "act_bits": tuple(default.act_bits)}
+    tau = joint.CANDIDATE_SETS["w2-3-4-6-8/a2-3-4-6-8/tau_schedule=whole"]
+    assert tau["tau_schedule"] == "whole" != default.tau_schedule and tau["weight_bits"] == (2, 3, 4, 6, 8)
 
 
 def test_joint_merge_replace_swaps_one_methods_runs_and_keeps_the_baselines(joint, tmp_path):

@@ -78,11 +78,8 @@ class TinyEncoder(nn.Module):
         return self.head(self.enc(self.emb(ids)).mean(1))
 
 
-def test_lightning_callback_drives_analytic_pruning(tmp_path):
-    L = pytest.importorskip("lightning")
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from prunequant.training.lightning_callback import PluginCallback
+def _lightning_module(L):
+    """A LightningModule training TinyEncoder with cross-entropy and Adam (the user's own module)."""
 
     class Module(L.LightningModule):
         def __init__(self):
@@ -96,8 +93,17 @@ def test_lightning_callback_drives_analytic_pruning(tmp_path):
         def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), lr=3e-3)
 
+    return Module()
+
+
+def test_lightning_callback_drives_analytic_pruning(tmp_path):
+    L = pytest.importorskip("lightning")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from prunequant.training.lightning_callback import PluginCallback
+
     torch.manual_seed(0)
-    module = Module()
+    module = _lightning_module(L)
     ids, y = _token_data()
     steps = 80
     plugin = prune_(module.model, AnalyticThresholdConfig(target_sparsity=TARGET, threshold_lr=0.05),
@@ -198,20 +204,8 @@ def _lightning_run(tmp_path, max_steps, total_steps, ckpt_path=None):
 
     from prunequant.training.lightning_callback import PluginCallback
 
-    class Module(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.model = TinyEncoder()
-
-        def training_step(self, batch, batch_idx):
-            x, t = batch
-            return F.cross_entropy(self.model(x), t)
-
-        def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=3e-3)
-
     torch.manual_seed(0)
-    module = Module()
+    module = _lightning_module(L)
     ids, y = _token_data()
     plugin = prune_(module.model, AnalyticThresholdConfig(target_sparsity=TARGET, threshold_lr=0.05),
                     total_steps=total_steps)
